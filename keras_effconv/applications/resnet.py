@@ -1,0 +1,150 @@
+"""EffResNet: ResNet-18/34/50/101/152 rebuilt from the paper's schemes, mirroring keras.applications.
+
+Same stages, block counts, widths and layer names as `keras.applications.ResNet50`
+(``conv2_block1_1_conv`` ...), with:
+- 1x1 convolutions (reduce, expand, projection shortcut) as block-diagonal TopologicalConv2D
+  (layout (G, C/G), neighbourhood (1, C/G)): one grouped convolution each, no channel gathers;
+- each 3x3 convolution as a two-step SIConv2D whose projections are banded topological layers
+  ({'blocks': G, 'band': 2}), which carry information across the groups of the 1x1 layers;
+- optionally a SpatialBottleneck in place of the SIC at the highest resolutions (`bottleneck_stages`);
+- a 3x3 stride-2 stem instead of 7x7.
+Budgets at 224x224 are in the README (counted by `keras_effconv.analysis.count_macs`).
+"""
+
+import keras
+
+from keras_effconv.applications import _builder
+from keras_effconv.applications.registry import register_model
+from keras_effconv.layers import SIConv2D
+from keras_effconv.layers import SpatialBottleneck
+from keras_effconv.layers import TopologicalConv2D
+
+BN_EPSILON = 1.001e-5
+
+# name -> (block counts of stages conv2..conv5, bottleneck blocks?)
+DEPTHS = {
+    "resnet18": ((2, 2, 2, 2), False),
+    "resnet34": ((3, 4, 6, 3), False),
+    "resnet50": ((3, 4, 6, 3), True),
+    "resnet101": ((3, 4, 23, 3), True),
+    "resnet152": ((3, 8, 36, 3), True),
+}
+
+
+def _grouped(filters, channels, groups, strides=1, name=None):
+    """Block-diagonal 1x1 topological conv: `groups` contiguous channel groups, no gathers."""
+    groups = groups if channels % groups == 0 and filters % groups == 0 else 1
+    return TopologicalConv2D(
+        filters, 1, layout=(groups, channels // groups), neighborhood=(1, channels // groups),
+        strides=strides, name=name,
+    )
+
+
+def _bn(x, name):
+    return keras.layers.BatchNormalization(epsilon=BN_EPSILON, name=name)(x)
+
+
+def _spatial(x, width, stride, config, spatial_bottleneck, name):
+    """The 3x3 convolution of a block: SIC (or a spatial bottleneck), ending in BN + ReLU."""
+    topology = {"blocks": config["sic_blocks"], "band": config["sic_band"]}
+    if spatial_bottleneck and stride == 1:
+        x = SpatialBottleneck(width, factor=2, topology=topology, name=name + "_bottleneck")(x)
+        return keras.layers.Activation("relu", name=name + "_relu")(_bn(x, name + "_bn"))
+    return SIConv2D(width, 3, strides=stride, depth=config["sic_depth"], topology=topology, name=name + "_sic")(x)
+
+
+def bottleneck_block(x, width, stride, conv_shortcut, config, spatial_bottleneck, name):
+    """1x1 reduce (stride here, as keras's ResNet v1) -> 3x3 SIC -> 1x1 expand, plus shortcut."""
+    groups, channels = config["groups"], x.shape[-1]
+    if conv_shortcut:
+        shortcut = _grouped(4 * width, channels, groups, stride, name + "_0_conv")(x)
+        shortcut = _bn(shortcut, name + "_0_bn")
+    else:
+        shortcut = x
+    x = _grouped(width, channels, groups, stride, name + "_1_conv")(x)
+    x = keras.layers.Activation("relu", name=name + "_1_relu")(_bn(x, name + "_1_bn"))
+    x = _spatial(x, width, 1, config, spatial_bottleneck, name + "_2")
+    x = _grouped(4 * width, width, groups, name=name + "_3_conv")(x)
+    x = _bn(x, name + "_3_bn")
+    x = keras.layers.Add(name=name + "_add")([shortcut, x])
+    return keras.layers.Activation("relu", name=name + "_out")(x)
+
+
+def basic_block(x, width, stride, conv_shortcut, config, spatial_bottleneck, name):
+    """Two 3x3 convolutions (ResNet-18/34), each a SIC, plus shortcut."""
+    if conv_shortcut:
+        shortcut = _bn(_grouped(width, x.shape[-1], config["groups"], stride, name + "_0_conv")(x), name + "_0_bn")
+    else:
+        shortcut = x
+    x = _spatial(x, width, stride, config, spatial_bottleneck, name + "_1")
+    x = _spatial(x, width, 1, config, False, name + "_2")
+    x = keras.layers.Add(name=name + "_add")([shortcut, x])
+    return keras.layers.Activation("relu", name=name + "_out")(x)
+
+
+def stack(x, width, blocks, stride, bottleneck, config, spatial_bottleneck, name):
+    block = bottleneck_block if bottleneck else basic_block
+    expansion = 4 if bottleneck else 1
+    for i in range(blocks):
+        first = i == 0
+        needs_projection = first and (stride != 1 or x.shape[-1] != expansion * width)
+        x = block(x, width, stride if first else 1, needs_projection, config, spatial_bottleneck, f"{name}_block{i + 1}")
+    return x
+
+
+DEFAULT_CONFIG = {"groups": 4, "sic_blocks": 4, "sic_band": 2, "sic_depth": 2, "bottleneck_stages": ()}
+
+
+def stem(image, width=64):
+    """3x3 stride-2 conv + BN + ReLU + 3x3 stride-2 max pool (conv1_*, pool1_*)."""
+    x = keras.layers.Conv2D(width, 3, strides=2, padding="same", use_bias=False, name="conv1_conv")(image)
+    x = keras.layers.Activation("relu", name="conv1_relu")(_bn(x, "conv1_bn"))
+    return keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1_pool")(x)
+
+
+def EffResNet(
+    depth_name, include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+    classes=1000, classifier_activation="softmax", name=None, config=None,
+):
+    """The one builder behind every EffResNet factory (see module docstring)."""
+    model_name = "Eff" + depth_name.replace("resnet", "ResNet")
+    _builder.check_args(weights, include_top, classes, pooling, classifier_activation)
+    cfg = dict(DEFAULT_CONFIG, **CONFIGS.get(depth_name, {}), **(config or {}))
+    image, inputs = _builder.make_input(input_tensor, input_shape, 224, 32, include_top, weights)
+    blocks, bottleneck = DEPTHS[depth_name]
+    x = stem(image)
+    for stage, (width, count) in enumerate(zip((64, 128, 256, 512), blocks)):
+        x = stack(x, width, count, 1 if stage == 0 else 2, bottleneck, cfg, stage + 2 in cfg["bottleneck_stages"], f"conv{stage + 2}")
+    x = _builder.classifier(x, include_top, pooling, classes, classifier_activation)
+    model = keras.Model(inputs, x, name=name or "eff" + depth_name)
+    return _builder.load_weights(model, model_name, weights, include_top, classes)
+
+
+# Per-depth settings that meet the paper's budgets (see README table).
+CONFIGS = {
+    "resnet50": {},
+    "resnet101": {},
+}
+
+
+def _factory(depth_name):
+    def factory(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+                classes=1000, classifier_activation="softmax", name=None):
+        return EffResNet(depth_name, include_top, weights, input_tensor, input_shape, pooling, classes,
+                         classifier_activation, name or "eff" + depth_name)
+
+    factory.__name__ = "Eff" + depth_name.replace("resnet", "ResNet")
+    factory.__doc__ = f"""Instantiates {factory.__name__} (arguments as keras.applications.ResNet50).
+
+    weights: None (random initialization, the default: no ImageNet weights are published yet), a preset
+    name registered with `keras_effconv.applications.weights.register_preset`, or a path/URL to a
+    `.weights.h5` file.
+    """
+    return register_model(factory.__name__, factory)
+
+
+EffResNet18 = _factory("resnet18")
+EffResNet34 = _factory("resnet34")
+EffResNet50 = _factory("resnet50")
+EffResNet101 = _factory("resnet101")
+EffResNet152 = _factory("resnet152")

@@ -1,0 +1,78 @@
+"""Small helpers shared by the layers: argument normalisation and BatchNorm folding."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def int_tuple(value, n, name, minimum=1):
+    """An int or a length-n sequence of ints >= minimum, as a tuple; ValueError naming `name`."""
+    if _is_int(value):
+        values = (int(value),) * n
+    elif isinstance(value, (tuple, list)) and len(value) == n and all(_is_int(v) for v in value):
+        values = tuple(int(v) for v in value)
+    else:
+        values = None
+    if values is None or min(values) < minimum:
+        raise ValueError(f"`{name}` must be an int or a tuple of {n} ints >= {minimum}; received {name}={value!r}")
+    return values
+
+
+def positive_int(value, name):
+    if not _is_int(value) or value < 1:
+        raise ValueError(f"`{name}` must be a positive int; received {name}={value!r}")
+    return value
+
+
+def check_padding(padding, allowed=("same", "valid")):
+    if not isinstance(padding, str) or padding.lower() not in allowed:
+        raise ValueError(f"`padding` must be one of {allowed}; received padding={padding!r}")
+    return padding.lower()
+
+
+def check_topology(topology):
+    """None, or a dict with `layout` and `neighborhood`, or with `blocks` and `band` (see `layout_for`)."""
+    if topology is None:
+        return None
+    if isinstance(topology, dict) and (set(topology) == {"layout", "neighborhood"} or set(topology) == {"blocks", "band"}):
+        return dict(topology)
+    raise ValueError(
+        "`topology` must be None, {'layout': ..., 'neighborhood': ...} or {'blocks': G, 'band': c}; "
+        f"received topology={topology!r}"
+    )
+
+
+def layout_for(topology, channels):
+    """(layout, neighborhood) for a projection reading `channels` channels, or (None, None) for dense.
+
+    {'blocks': G, 'band': c} lays the channels out as (G, channels // G); each output reads c
+    consecutive blocks (cyclically), all channels within them: connection ratio c / G.
+    """
+    if topology is None:
+        return None, None
+    if "layout" in topology:
+        return tuple(topology["layout"]), tuple(topology["neighborhood"])
+    blocks, band = topology["blocks"], topology["band"]
+    if channels % blocks:
+        raise ValueError(f"`topology` blocks={blocks} must divide the channels ({channels}); received topology={topology!r}")
+    return (blocks, channels // blocks), (band, channels // blocks)
+
+
+def batchnorm_scale_bias(bn, dtype):
+    """Inference-mode BatchNorm as y = x * scale + bias (folded into the preceding kernel)."""
+    variance = tf.cast(bn.moving_variance, tf.float32)
+    scale = tf.math.rsqrt(variance + bn.epsilon)
+    if bn.scale:
+        scale = scale * tf.cast(bn.gamma, tf.float32)
+    bias = -tf.cast(bn.moving_mean, tf.float32) * scale
+    if bn.center:
+        bias = bias + tf.cast(bn.beta, tf.float32)
+    return tf.cast(scale, dtype), tf.cast(bias, dtype)
+
+
+def make_batchnorm(name, momentum, epsilon, dtype):
+    return keras.layers.BatchNormalization(momentum=momentum, epsilon=epsilon, name=name, dtype=dtype)

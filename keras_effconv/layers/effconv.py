@@ -1,0 +1,98 @@
+"""EffConv2D: a drop-in replacement for `keras.layers.Conv2D` built from the paper's schemes.
+
+One switch picks the structure: `sic=True` (default) -> SIConv2D; `bottleneck=True` (with
+`sic=False`) -> SpatialBottleneck; neither -> a k x k TopologicalConv2D (dense without `topology`).
+`topology` applies to the projections (or to the k x k conv) of whichever structure is chosen.
+`activation` and `use_bias` act on the output, as in Conv2D.
+"""
+
+import keras
+import tensorflow as tf
+
+from keras_effconv import implementation as impl
+from keras_effconv.layers import _common
+from keras_effconv.layers.bottleneck import SpatialBottleneck
+from keras_effconv.layers.sic import SIConv2D
+from keras_effconv.layers.topological import TopologicalConv2D
+
+
+@keras.saving.register_keras_serializable(package="keras_effconv")
+class EffConv2D(keras.layers.Layer):
+    """Conv2D-compatible layer: SIC, spatial bottleneck or topological k x k (see module docstring)."""
+
+    def __init__(
+        self, filters, kernel_size, strides=1, padding="same", dilation_rate=1, activation=None,
+        use_bias=True, sic=True, topology=None, bottleneck=False, depth=2, bottleneck_factor=2,
+        kernel_initializer="he_normal", bias_initializer="zeros", kernel_regularizer=None,
+        implementation="auto", **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.filters = _common.positive_int(filters, "filters")
+        self.kernel_size = _common.int_tuple(kernel_size, 2, "kernel_size")
+        self.strides = _common.int_tuple(strides, 2, "strides")
+        self.padding = _common.check_padding(padding)
+        self.dilation_rate = _common.int_tuple(dilation_rate, 2, "dilation_rate")
+        self.activation = keras.activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.sic = bool(sic)
+        self.topology = _common.check_topology(topology)
+        self.bottleneck = bool(bottleneck)
+        self.depth = _common.positive_int(depth, "depth")
+        self.bottleneck_factor = _common.positive_int(bottleneck_factor, "bottleneck_factor")
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.implementation = impl.validate_policy(implementation)
+        if self.sic and self.bottleneck:
+            raise ValueError("`sic` and `bottleneck` are alternative structures: set one; received sic=True, bottleneck=True")
+        if (self.sic or self.bottleneck) and self.padding != "same":
+            raise ValueError(f"SIC and bottleneck structures need padding='same'; received padding={padding!r}")
+        if self.bottleneck and self.strides != (1, 1):
+            raise ValueError(f"`bottleneck=True` keeps the resolution and needs strides=1; received strides={strides!r}")
+
+    def build(self, input_shape):
+        common = dict(kernel_initializer=self.kernel_initializer, kernel_regularizer=self.kernel_regularizer,
+                      implementation=self.implementation, dtype=self.dtype_policy)
+        if self.sic:
+            self.inner = SIConv2D(self.filters, self.kernel_size, self.strides, self.depth,
+                                  dilation_rate=self.dilation_rate, topology=self.topology, name="sic", **common)
+        elif self.bottleneck:
+            self.inner = SpatialBottleneck(self.filters, self.bottleneck_factor, self.kernel_size,
+                                           topology=self.topology, name="bottleneck", **common)
+        else:
+            layout, neighborhood = _common.layout_for(self.topology, input_shape[-1])
+            self.inner = TopologicalConv2D(self.filters, self.kernel_size, layout, neighborhood, self.strides,
+                                           self.padding, self.dilation_rate, name="conv", **common)
+        self.inner.build(input_shape)
+        self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer=self.bias_initializer) if self.use_bias else None
+
+    def call(self, inputs, training=None):
+        kwargs = {} if isinstance(self.inner, TopologicalConv2D) else {"training": training}
+        y = self.inner(inputs, **kwargs)
+        if self.use_bias:
+            y = y + tf.cast(self.bias, y.dtype)
+        return self.activation(y)
+
+    def compute_output_shape(self, input_shape):
+        if not self.built:
+            self.build(input_shape)
+        return self.inner.compute_output_shape(input_shape)
+
+    def compute_macs(self, input_shape):
+        if not self.built:
+            self.build(input_shape)
+        return self.inner.compute_macs(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters, kernel_size=self.kernel_size, strides=self.strides, padding=self.padding,
+            dilation_rate=self.dilation_rate, activation=keras.activations.serialize(self.activation),
+            use_bias=self.use_bias, sic=self.sic, topology=self.topology, bottleneck=self.bottleneck,
+            depth=self.depth, bottleneck_factor=self.bottleneck_factor,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            bias_initializer=keras.initializers.serialize(self.bias_initializer),
+            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
+            implementation=self.implementation,
+        )
+        return config

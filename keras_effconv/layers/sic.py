@@ -1,0 +1,148 @@
+"""Single intra-channel convolution (SIC), the paper's Algorithm 3.
+
+`depth` sequential steps, each ``x <- act(x + BN(P . DW(x)))``: DW an intra-channel k x k
+convolution, P a linear 1x1 projection (dense, or topological with `topology`). Two steps replace
+one k x k convolution at a fraction of its cost.
+
+When `filters` differs from the input channels or `strides` > 1, the first step has no shortcut
+(``x <- act(BN(P . DW_strided(x)))``, like a MobileNet block): a projection shortcut would cost as
+much as the step itself, and the following identity steps keep the residual path.
+
+At inference the fast paths fold BatchNorm into the projection kernel and bias.
+"""
+
+import keras
+
+from keras_effconv import implementation as impl
+from keras_effconv.layers import _common
+from keras_effconv.layers.intra_channel import IntraChannelConv2D
+from keras_effconv.layers.topological import TopologicalConv2D
+
+
+class _ProjectedBlock(keras.layers.Layer):
+    """Shared machinery: an intra-channel conv, a projection and an optional BatchNorm per step."""
+
+    def __init__(
+        self, filters, kernel_size=3, activation="relu", use_batchnorm=True, topology=None,
+        momentum=0.99, epsilon=1e-3, depthwise_initializer="he_normal", kernel_initializer="he_normal",
+        kernel_regularizer=None, implementation="auto", **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.filters = _common.positive_int(filters, "filters")
+        self.kernel_size = _common.int_tuple(kernel_size, 2, "kernel_size")
+        self.activation = keras.activations.get(activation)
+        self.use_batchnorm = bool(use_batchnorm)
+        self.topology = _common.check_topology(topology)
+        self.momentum = momentum
+        self.epsilon = epsilon
+        self.depthwise_initializer = keras.initializers.get(depthwise_initializer)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.implementation = impl.validate_policy(implementation)
+
+    def _intra(self, name, **kwargs):
+        return IntraChannelConv2D(
+            self.kernel_size, depthwise_initializer=self.depthwise_initializer,
+            implementation=self.implementation, name=name, dtype=self.dtype_policy, **kwargs,
+        )
+
+    def _projection(self, name, in_channels):
+        layout, neighborhood = _common.layout_for(self.topology, in_channels)
+        return TopologicalConv2D(
+            self.filters, 1, layout=layout, neighborhood=neighborhood, use_bias=not self.use_batchnorm,
+            kernel_initializer=self.kernel_initializer, kernel_regularizer=self.kernel_regularizer,
+            implementation=self.implementation, name=name, dtype=self.dtype_policy,
+        )
+
+    def _batchnorm(self, name):
+        if not self.use_batchnorm:
+            return None
+        return _common.make_batchnorm(name, self.momentum, self.epsilon, self.dtype_policy)
+
+    def _project(self, z, projection, bn, training):
+        """P . z followed by BatchNorm; folded into the projection at inference on the fast paths."""
+        path = impl.resolve(self.implementation)
+        if bn is None:
+            return projection.convolve(z, path=path)
+        if training or path == "reference":
+            return bn(projection.convolve(z, path=path), training=training)
+        scale, bias = _common.batchnorm_scale_bias(bn, self.compute_dtype)
+        return projection.convolve(z, scale=scale, bias=bias, path=path)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters, kernel_size=self.kernel_size,
+            activation=keras.activations.serialize(self.activation), use_batchnorm=self.use_batchnorm,
+            topology=self.topology, momentum=self.momentum, epsilon=self.epsilon,
+            depthwise_initializer=keras.initializers.serialize(self.depthwise_initializer),
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
+            implementation=self.implementation,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_effconv")
+class SIConv2D(_ProjectedBlock):
+    """SIC layer: `depth` steps of x <- act(x + BN(P . DW(x))) (see module docstring)."""
+
+    def __init__(self, filters, kernel_size=3, strides=1, depth=2, padding="same", dilation_rate=1, **kwargs):
+        super().__init__(filters, kernel_size, **kwargs)
+        self.strides = _common.int_tuple(strides, 2, "strides")
+        self.depth = _common.positive_int(depth, "depth")
+        self.padding = _common.check_padding(padding, allowed=("same",))
+        self.dilation_rate = _common.int_tuple(dilation_rate, 2, "dilation_rate")
+
+    def build(self, input_shape):
+        in_channels = input_shape[-1]
+        self.first_shortcut = in_channels == self.filters and self.strides == (1, 1)
+        self.intras, self.projections, self.batchnorms = [], [], []
+        shape = tuple(input_shape)
+        for i in range(self.depth):
+            intra = self._intra(f"dw{i}", strides=self.strides if i == 0 else 1, dilation_rate=self.dilation_rate)
+            projection = self._projection(f"proj{i}", shape[-1])
+            bn = self._batchnorm(f"bn{i}")
+            intra.build(shape)
+            shape = intra.compute_output_shape(shape)
+            projection.build(shape)
+            shape = projection.compute_output_shape(shape)
+            self.intras.append(intra)
+            self.projections.append(projection)
+            if bn is not None:
+                bn.build(shape)
+                self.batchnorms.append(bn)
+
+    def _steps(self):
+        bns = self.batchnorms or [None] * self.depth
+        return zip(self.intras, self.projections, bns)
+
+    def call(self, inputs, training=None):
+        x = inputs
+        for i, (intra, projection, bn) in enumerate(self._steps()):
+            y = self._project(intra(x), projection, bn, training)
+            x = self.activation(x + y if (i > 0 or self.first_shortcut) else y)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        shape = input_shape
+        for i in range(self.depth):
+            shape = self._intra("probe", strides=self.strides if i == 0 else 1,
+                                dilation_rate=self.dilation_rate).compute_output_shape(shape)
+        return (*shape[:-1], self.filters)
+
+    def compute_macs(self, input_shape):
+        if not self.built:
+            self.build(input_shape)
+        total, shape = 0, tuple(input_shape)
+        for intra, projection, _ in self._steps():
+            total += intra.compute_macs(shape)
+            shape = intra.compute_output_shape(shape)
+            total += projection.compute_macs(shape)
+            shape = projection.compute_output_shape(shape)
+        return total
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(strides=self.strides, depth=self.depth, padding=self.padding, dilation_rate=self.dilation_rate)
+        return config

@@ -1,0 +1,108 @@
+"""Topological subdivisioning as a Keras layer (the paper's Algorithm 4).
+
+The connectivity and both execution plans live in `keras_effconv.ops.topology`; this layer owns the
+compact kernel (one weight per kept connection) and picks the plan through
+`keras_effconv.implementation`.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_effconv import implementation as impl
+from keras_effconv.layers import _common
+from keras_effconv.ops import topology as ops
+from keras_effconv.ops.intra_channel import output_size
+
+
+@keras.saving.register_keras_serializable(package="keras_effconv")
+class TopologicalConv2D(keras.layers.Layer):
+    """Convolution whose output channels each see a cyclic `neighborhood` of the input `layout`.
+
+    layout: (d1, ..., ds) with product = input channels; default (C,) (1-D).
+    neighborhood: (c1, ..., cs), 1 <= c_t <= d_t; default = layout (a dense convolution).
+    Output channel o sits at flat layout position o * C_in // filters (see `ops.topology`).
+    """
+
+    def __init__(
+        self, filters, kernel_size=1, layout=None, neighborhood=None, strides=1, padding="same",
+        dilation_rate=1, use_bias=False, kernel_initializer="he_normal", bias_initializer="zeros",
+        kernel_regularizer=None, implementation="auto", **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.filters = _common.positive_int(filters, "filters")
+        self.kernel_size = _common.int_tuple(kernel_size, 2, "kernel_size")
+        self.layout = None if layout is None else ops._as_tuple(layout, "layout")
+        self.neighborhood = None if neighborhood is None else ops._as_tuple(neighborhood, "neighborhood")
+        if self.layout is not None and self.neighborhood is not None:
+            ops.Topology(self.layout, self.neighborhood, out_channels=self.filters)  # validate early
+        self.strides = _common.int_tuple(strides, 2, "strides")
+        self.padding = _common.check_padding(padding)
+        self.dilation_rate = _common.int_tuple(dilation_rate, 2, "dilation_rate")
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.implementation = impl.validate_policy(implementation)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        layout = self.layout or (channels,)
+        self.topology = ops.Topology(layout, self.neighborhood or layout, channels, self.filters)
+        self.kernel = self.add_weight(
+            name="kernel", shape=(*self.kernel_size, self.topology.window, self.filters),
+            initializer=self.kernel_initializer, regularizer=self.kernel_regularizer,
+        )
+        self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer=self.bias_initializer) if self.use_bias else None
+
+    @property
+    def connection_ratio(self):
+        """Fraction of input channels each output channel sees (1.0 = dense)."""
+        return self.topology.connection_ratio
+
+    def dense_kernel(self):
+        """The equivalent masked dense kernel [kh, kw, C_in, filters] (numpy)."""
+        return np.asarray(ops.dense_kernel(self.topology, tf.convert_to_tensor(self.kernel)))
+
+    def convolve(self, inputs, scale=None, bias=None, path=None):
+        """The convolution with per-output `scale` folded into the kernel and `bias` added.
+
+        Used by SIConv2D/SpatialBottleneck to fold inference BatchNorm into the projection.
+        """
+        kernel = tf.cast(self.kernel, self.compute_dtype)
+        if scale is not None:
+            kernel = kernel * scale
+        path = path or impl.resolve(self.implementation)
+        run = ops.conv_reference if path == "reference" else ops.conv_fast
+        y = run(inputs, self.topology, kernel, self.strides, self.padding, self.dilation_rate)
+        if self.use_bias:
+            y = y + tf.cast(self.bias, y.dtype) * (1 if scale is None else scale)
+        return y if bias is None else y + bias
+
+    def call(self, inputs):
+        return self.convolve(inputs)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, _ = input_shape
+        size = [None if s is None else output_size(s, k, st, d, self.padding)
+                for s, k, st, d in zip((h, w), self.kernel_size, self.strides, self.dilation_rate)]
+        return (n, *size, self.filters)
+
+    def compute_macs(self, input_shape):
+        """Kept connections only: H_out * W_out * kh * kw * window * filters."""
+        _, h, w, _ = self.compute_output_shape(input_shape)
+        window = int(np.prod(self.neighborhood or self.layout or (input_shape[-1],)))
+        return h * w * self.kernel_size[0] * self.kernel_size[1] * window * self.filters
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters, kernel_size=self.kernel_size, layout=self.layout,
+            neighborhood=self.neighborhood, strides=self.strides, padding=self.padding,
+            dilation_rate=self.dilation_rate, use_bias=self.use_bias,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            bias_initializer=keras.initializers.serialize(self.bias_initializer),
+            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
+            implementation=self.implementation,
+        )
+        return config
