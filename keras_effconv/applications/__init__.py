@@ -1,5 +1,25 @@
-"""Model factories in the style of keras.applications."""
+"""Model factories in the style of keras.applications.
 
+ImageNet-size: EffResNet18/34/50/101/152, EffVGG16/19 (and their keras twins via `get_model`).
+CIFAR-size: ResNet20/32/56 and EffResNet20/32/56. `get_model(name, **kwargs)` builds any of them.
+"""
+
+from keras_effconv.applications.cifar import EffResNet20
+from keras_effconv.applications.cifar import EffResNet32
+from keras_effconv.applications.cifar import EffResNet56
+from keras_effconv.applications.cifar import ResNet20
+from keras_effconv.applications.cifar import ResNet32
+from keras_effconv.applications.cifar import ResNet56
+from keras_effconv.applications.features import feature_extractor
+from keras_effconv.applications.imagenet_utils import decode_predictions
+from keras_effconv.applications.imagenet_utils import preprocess_input
 from keras_effconv.applications.registry import available_models
 from keras_effconv.applications.registry import get_model
 from keras_effconv.applications.registry import register_model
+from keras_effconv.applications.resnet import EffResNet18
+from keras_effconv.applications.resnet import EffResNet34
+from keras_effconv.applications.resnet import EffResNet50
+from keras_effconv.applications.resnet import EffResNet101
+from keras_effconv.applications.resnet import EffResNet152
+from keras_effconv.applications.vgg import EffVGG16
+from keras_effconv.applications.vgg import EffVGG19

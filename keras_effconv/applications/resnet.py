@@ -4,8 +4,8 @@ Same stages, block counts, widths and layer names as `keras.applications.ResNet5
 (``conv2_block1_1_conv`` ...), with:
 - 1x1 convolutions (reduce, expand, projection shortcut) as block-diagonal TopologicalConv2D
   (layout (G, C/G), neighbourhood (1, C/G)): one grouped convolution each, no channel gathers;
-- each 3x3 convolution as a two-step SIConv2D whose projections are banded topological layers
-  ({'blocks': G, 'band': 2}), which carry information across the groups of the 1x1 layers;
+- each 3x3 convolution as a two-step SIConv2D: the first projection dense at the narrow width, which
+  carries information across the groups of the 1x1 layers, the second grouped;
 - optionally a SpatialBottleneck in place of the SIC at the highest resolutions (`bottleneck_stages`);
 - a 3x3 stride-2 stem instead of 7x7.
 Budgets at 224x224 are in the README (counted by `keras_effconv.analysis.count_macs`).
@@ -46,7 +46,7 @@ def _bn(x, name):
 
 def _spatial(x, width, stride, config, spatial_bottleneck, name):
     """The 3x3 convolution of a block: SIC (or a spatial bottleneck), ending in BN + ReLU."""
-    topology = {"blocks": config["sic_blocks"], "band": config["sic_band"]}
+    topology = config["sic_topology"]
     if spatial_bottleneck and stride == 1:
         x = SpatialBottleneck(width, factor=2, topology=topology, name=name + "_bottleneck")(x)
         return keras.layers.Activation("relu", name=name + "_relu")(_bn(x, name + "_bn"))
@@ -92,7 +92,12 @@ def stack(x, width, blocks, stride, bottleneck, config, spatial_bottleneck, name
     return x
 
 
-DEFAULT_CONFIG = {"groups": 4, "sic_blocks": 4, "sic_band": 2, "sic_depth": 2, "bottleneck_stages": ()}
+DEFAULT_CONFIG = {
+    "groups": 4,  # 1x1 convs: block-diagonal, 1/groups of the connections
+    "sic_topology": [None, {"blocks": 4, "band": 1}],  # SIC step 1 dense (mixes groups), step 2 grouped
+    "sic_depth": 2,
+    "bottleneck_stages": (),
+}
 
 
 def stem(image, width=64):
@@ -108,22 +113,21 @@ def EffResNet(
 ):
     """The one builder behind every EffResNet factory (see module docstring)."""
     model_name = "Eff" + depth_name.replace("resnet", "ResNet")
-    _builder.check_args(weights, include_top, classes, pooling, classifier_activation)
     cfg = dict(DEFAULT_CONFIG, **CONFIGS.get(depth_name, {}), **(config or {}))
-    image, inputs = _builder.make_input(input_tensor, input_shape, 224, 32, include_top, weights)
+    image, inputs = _builder.make_input(model_name, weights, include_top, input_tensor, input_shape, classes,
+                                        pooling, classifier_activation)
     blocks, bottleneck = DEPTHS[depth_name]
     x = stem(image)
     for stage, (width, count) in enumerate(zip((64, 128, 256, 512), blocks)):
         x = stack(x, width, count, 1 if stage == 0 else 2, bottleneck, cfg, stage + 2 in cfg["bottleneck_stages"], f"conv{stage + 2}")
     x = _builder.classifier(x, include_top, pooling, classes, classifier_activation)
     model = keras.Model(inputs, x, name=name or "eff" + depth_name)
-    return _builder.load_weights(model, model_name, weights, include_top, classes)
+    return _builder.load_weights(model, model_name, weights, include_top)
 
 
 # Per-depth settings that meet the paper's budgets (see README table).
 CONFIGS = {
-    "resnet50": {},
-    "resnet101": {},
+    "resnet101": {"bottleneck_stages": (3, 4)},  # 23 blocks at 14x14: their 3x3 work runs at 7x7
 }
 
 

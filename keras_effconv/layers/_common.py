@@ -4,6 +4,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_effconv.ops.topology import Topology
+
 
 def _is_int(value):
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
@@ -35,23 +37,34 @@ def check_padding(padding, allowed=("same", "valid")):
 
 
 def check_topology(topology):
-    """None, or a dict with `layout` and `neighborhood`, or with `blocks` and `band` (see `layout_for`)."""
+    """None, {'layout': ..., 'neighborhood': ...}, {'blocks': G, 'band': c}, or a list of those (per step)."""
+    if isinstance(topology, (list, tuple)) and topology:
+        return [check_topology(t) for t in topology]
     if topology is None:
         return None
-    if isinstance(topology, dict) and (set(topology) == {"layout", "neighborhood"} or set(topology) == {"blocks", "band"}):
+    if isinstance(topology, dict) and set(topology) == {"layout", "neighborhood"}:
+        Topology(topology["layout"], topology["neighborhood"])  # ValueError naming layout/neighborhood
+        return dict(topology)
+    if isinstance(topology, dict) and set(topology) == {"blocks", "band"}:
+        blocks, band = topology["blocks"], topology["band"]
+        if not (_is_int(blocks) and _is_int(band) and 1 <= band <= blocks):
+            raise ValueError(f"`topology` needs ints 1 <= band <= blocks; received topology={topology!r}")
         return dict(topology)
     raise ValueError(
-        "`topology` must be None, {'layout': ..., 'neighborhood': ...} or {'blocks': G, 'band': c}; "
-        f"received topology={topology!r}"
+        "`topology` must be None, {'layout': ..., 'neighborhood': ...}, {'blocks': G, 'band': c} or a list "
+        f"of those; received topology={topology!r}"
     )
 
 
-def layout_for(topology, channels):
+def layout_for(topology, channels, step=0):
     """(layout, neighborhood) for a projection reading `channels` channels, or (None, None) for dense.
 
     {'blocks': G, 'band': c} lays the channels out as (G, channels // G); each output reads c
     consecutive blocks (cyclically), all channels within them: connection ratio c / G.
+    A list gives one topology per step (the last one repeats).
     """
+    if isinstance(topology, list):
+        topology = topology[min(step, len(topology) - 1)]
     if topology is None:
         return None, None
     if "layout" in topology:

@@ -8,7 +8,9 @@ When `filters` differs from the input channels or `strides` > 1, the first step 
 (``x <- act(BN(P . DW_strided(x)))``, like a MobileNet block): a projection shortcut would cost as
 much as the step itself, and the following identity steps keep the residual path.
 
-At inference the fast paths fold BatchNorm into the projection kernel and bias.
+`topology` applies to every projection, or give a list with one entry (None = dense) per step,
+e.g. ``[None, {'blocks': 4, 'band': 1}]``: a dense first step mixes all channels, a grouped
+second step halves the cost without any channel gather.
 """
 
 import keras
@@ -46,8 +48,8 @@ class _ProjectedBlock(keras.layers.Layer):
             implementation=self.implementation, name=name, dtype=self.dtype_policy, **kwargs,
         )
 
-    def _projection(self, name, in_channels):
-        layout, neighborhood = _common.layout_for(self.topology, in_channels)
+    def _projection(self, name, in_channels, step=0):
+        layout, neighborhood = _common.layout_for(self.topology, in_channels, step)
         return TopologicalConv2D(
             self.filters, 1, layout=layout, neighborhood=neighborhood, use_bias=not self.use_batchnorm,
             kernel_initializer=self.kernel_initializer, kernel_regularizer=self.kernel_regularizer,
@@ -60,14 +62,10 @@ class _ProjectedBlock(keras.layers.Layer):
         return _common.make_batchnorm(name, self.momentum, self.epsilon, self.dtype_policy)
 
     def _project(self, z, projection, bn, training):
-        """P . z followed by BatchNorm; folded into the projection at inference on the fast paths."""
-        path = impl.resolve(self.implementation)
-        if bn is None:
-            return projection.convolve(z, path=path)
-        if training or path == "reference":
-            return bn(projection.convolve(z, path=path), training=training)
-        scale, bias = _common.batchnorm_scale_bias(bn, self.compute_dtype)
-        return projection.convolve(z, scale=scale, bias=bias, path=path)
+        """BN(P . z). BatchNorm stays its own op: grappler fuses it with the conv on the TF runtime,
+        XLA fuses it into the conv's output loop, and the TFLite converter folds it into the kernel."""
+        y = projection(z)
+        return y if bn is None else bn(y, training=training)
 
     def get_config(self):
         config = super().get_config()
@@ -101,7 +99,7 @@ class SIConv2D(_ProjectedBlock):
         shape = tuple(input_shape)
         for i in range(self.depth):
             intra = self._intra(f"dw{i}", strides=self.strides if i == 0 else 1, dilation_rate=self.dilation_rate)
-            projection = self._projection(f"proj{i}", shape[-1])
+            projection = self._projection(f"proj{i}", shape[-1], i)
             bn = self._batchnorm(f"bn{i}")
             intra.build(shape)
             shape = intra.compute_output_shape(shape)

@@ -28,7 +28,7 @@ def _as_tuple(value, name):
         value = (int(value),)
     try:
         value = tuple(int(v) for v in value)
-    except TypeError:
+    except (TypeError, ValueError):
         raise ValueError(f"`{name}` must be a tuple of positive ints; received {name}={value!r}") from None
     if not value or min(value) < 1:
         raise ValueError(f"`{name}` must be a non-empty tuple of positive ints; received {name}={value!r}")
@@ -59,7 +59,8 @@ class Topology:
             )
         self.out_channels = self.in_channels if out_channels is None else int(out_channels)
         c_in, c_out = self.in_channels, self.out_channels
-        if c_out < 1 or (c_out % c_in and c_in % c_out):
+        dense = self.neighborhood == self.layout  # every output sees every input: any count works
+        if c_out < 1 or (not dense and c_out % c_in and c_in % c_out):
             raise ValueError(
                 f"`filters` must divide or be a multiple of the input channels ({c_in}) to map outputs "
                 f"onto the layout; received filters={out_channels!r}"
@@ -131,7 +132,7 @@ class Topology:
             if np.all(src == self.zero_slot):
                 continue
             covered += int(np.sum(src != self.zero_slot))
-            terms.append((_channel_op(perm), _kernel_op(src)))
+            terms.append((_channel_op(perm), _kernel_op(src, self.zero_slot)))
         assert covered == self.window * self.out_channels, "topology plan must cover each connection once"
         identity_out = np.array_equal(out_order, np.arange(self.out_channels))
         return terms, (None if identity_out else np.argsort(out_order))
@@ -152,9 +153,11 @@ def _channel_op(perm):
     return ("gather", perm)
 
 
-def _kernel_op(src):
+def _kernel_op(src, zero_slot):
     """How a term's kernel comes from the compact one: ("slice", start) or ("gather", src)."""
     rows, cols = src.shape
+    if np.any(src == zero_slot):  # the zero slot is not a compact row: a slice would read past the kernel
+        return ("gather", src)
     start = src[0, 0] // cols
     if src[0, 0] % cols == 0 and np.array_equal(src, (start + np.arange(rows))[:, None] * cols + np.arange(cols)):
         return ("slice", int(start))

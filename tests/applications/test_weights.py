@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_effconv.applications import validation as V
 from keras_effconv.applications import weights as W
 
 MODEL = "TinyEffTest"
@@ -96,7 +97,7 @@ def tiny_model(
     classifier_activation="softmax",
     cache_dir=None,
 ):
-    input_shape = W.validate_application_args(
+    input_shape = V.validate_application_args(
         MODEL,
         weights,
         include_top,
@@ -368,7 +369,7 @@ def test_nonexistent_path_names_weights(tmp_path):
     with pytest.raises(ValueError, match="missing.weights.h5"):
         tiny_model(weights=missing)
     with pytest.raises(ValueError, match="weights=42"):
-        W.validate_application_args(MODEL, 42, True)
+        V.validate_application_args(MODEL, 42, True)
 
 
 def test_none_weights():
@@ -383,7 +384,7 @@ def test_none_weights():
 def test_imagenet_without_preset_gives_guidance():
     for call in (
         lambda: W.resolve_weights("EffResNet50", "imagenet", include_top=True),
-        lambda: W.validate_application_args("EffResNet50", "imagenet", True),
+        lambda: V.validate_application_args("EffResNet50", "imagenet", True),
     ):
         with pytest.raises(ValueError) as info:
             call()
@@ -402,39 +403,39 @@ def test_classes_must_match_preset(served, keras_home):
     with pytest.raises(ValueError, match="`classes` should be 1000.*classes=10"):
         tiny_model(include_top=True, weights="imagenet", classes=10)
     # Without the top any number of classes is fine (and nothing is checked against it).
-    W.validate_application_args(MODEL, "imagenet", False, classes=10, input_shape=(40, 40, 3))
+    V.validate_application_args(MODEL, "imagenet", False, classes=10, input_shape=(40, 40, 3))
     # The preset config records the classes.
     W.register_preset(
         MODEL, "small", served["server"].url("tiny_top.weights.h5"), "0" * 64, True,
         config={"classes": 10},
     )
-    W.validate_application_args(MODEL, "small", True, classes=10, default_size=32)
+    V.validate_application_args(MODEL, "small", True, classes=10, default_size=32)
     with pytest.raises(ValueError, match="should be 10"):
-        W.validate_application_args(MODEL, "small", True, classes=1000, default_size=32)
+        V.validate_application_args(MODEL, "small", True, classes=1000, default_size=32)
 
 
 def test_classifier_activation(served):
     _register(served)
     for weights in ("imagenet", str(served["top"])):
         with pytest.raises(ValueError, match="classifier_activation='relu'"):
-            W.validate_application_args(MODEL, weights, True, classifier_activation="relu")
+            V.validate_application_args(MODEL, weights, True, classifier_activation="relu")
         for ok in (None, "softmax", keras.activations.softmax):
-            W.validate_application_args(MODEL, weights, True, classifier_activation=ok)
-        W.validate_application_args(MODEL, weights, False, classifier_activation="relu")
-    W.validate_application_args(MODEL, None, True, classifier_activation="relu")
+            V.validate_application_args(MODEL, weights, True, classifier_activation=ok)
+        V.validate_application_args(MODEL, weights, False, classifier_activation="relu")
+    V.validate_application_args(MODEL, None, True, classifier_activation="relu")
 
 
 def test_preset_input_shape_rules(served):
     _register(served)
     args = dict(default_size=32, min_size=16)
-    assert W.validate_application_args(MODEL, "imagenet", True, **args) == (32, 32, 3)
+    assert V.validate_application_args(MODEL, "imagenet", True, **args) == (32, 32, 3)
     with pytest.raises(ValueError, match="`imagenet` weights.*should be \\(32, 32, 3\\)"):
-        W.validate_application_args(MODEL, "imagenet", True, input_shape=(64, 64, 3), **args)
+        V.validate_application_args(MODEL, "imagenet", True, input_shape=(64, 64, 3), **args)
     with pytest.raises(ValueError, match="3 channels"):
-        W.validate_application_args(MODEL, "imagenet", False, input_shape=(64, 64, 1), **args)
-    assert W.validate_application_args(MODEL, "imagenet", False, **args) == (None, None, 3)
+        V.validate_application_args(MODEL, "imagenet", False, input_shape=(64, 64, 1), **args)
+    assert V.validate_application_args(MODEL, "imagenet", False, **args) == (None, None, 3)
     # Paths are not constrained (as in Keras).
-    shape = W.validate_application_args(
+    shape = V.validate_application_args(
         MODEL, str(served["top"]), True, input_shape=[64, 64, 1], **args
     )
     assert shape == (64, 64, 1)
@@ -443,7 +444,7 @@ def test_preset_input_shape_rules(served):
         MODEL, "big", served["server"].url("tiny_top.weights.h5"), "0" * 64, True,
         config={"default_size": 48},
     )
-    assert W.validate_application_args(MODEL, "big", True, **args) == (48, 48, 3)
+    assert V.validate_application_args(MODEL, "big", True, **args) == (48, 48, 3)
 
 
 _SHAPE_CASES = [
@@ -482,7 +483,7 @@ def test_obtain_input_shape_matches_keras(case):
                 out = ("error", str(e))
         return out, len(caught)
 
-    ours = run(W.obtain_input_shape, pretrained=pretrained)
+    ours = run(V.obtain_input_shape, pretrained=pretrained)
     theirs = run(keras_utils.obtain_input_shape, weights="imagenet" if pretrained else None)
     assert ours == theirs
 

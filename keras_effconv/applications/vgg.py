@@ -1,0 +1,78 @@
+"""EffVGG16 / EffVGG19: VGG rebuilt from the paper's schemes, mirroring keras.applications.VGG16.
+
+Same five blocks, conv counts, widths, pooling and layer names (``block3_conv2``, ``fc1`` ...):
+- ``block1_conv1`` (3 -> 64 at full resolution) is a one-step SIC: intra-channel 3x3 + projection;
+- every other 3x3 conv is a SpatialBottleneck (stride-2 intra-channel conv, projection at a quarter
+  of the pixels, intra-channel deconvolution) + BN + ReLU. The first conv of each block projects
+  densely (it mixes all channels); the others use block-diagonal topological projections
+  (`groups` blocks, no channel gathers);
+- the classifier replaces Flatten + 25088x4096 by an intra-channel conv over the whole final map
+  (``fc1_dw``) + Dense 512 -> 4096, then ``fc2`` and ``predictions`` as in VGG.
+"""
+
+import keras
+
+from keras_effconv.applications import _builder
+from keras_effconv.applications.registry import register_model
+from keras_effconv.layers import IntraChannelConv2D
+from keras_effconv.layers import SIConv2D
+from keras_effconv.layers import SpatialBottleneck
+
+CONVS = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
+WIDTHS = (64, 128, 256, 512, 512)
+DEFAULT_CONFIG = {"groups": 4, "fc_units": 4096}
+
+
+def _conv(x, width, first_in_block, config, name):
+    if x.shape[-1] == 3:  # block1_conv1: too few channels for a bottleneck
+        return SIConv2D(width, 3, depth=1, name=name)(x)
+    topology = None if first_in_block else {"blocks": config["groups"], "band": 1}
+    x = SpatialBottleneck(width, factor=2, topology=topology, name=name)(x)
+    x = keras.layers.BatchNormalization(epsilon=1.001e-5, name=name + "_bn")(x)
+    return keras.layers.Activation("relu", name=name + "_relu")(x)
+
+
+def EffVGG(
+    depth_name, include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+    classes=1000, classifier_activation="softmax", name=None, config=None,
+):
+    """The one builder behind EffVGG16 and EffVGG19 (see module docstring)."""
+    model_name = "Eff" + depth_name.upper()
+    cfg = dict(DEFAULT_CONFIG, **(config or {}))
+    image, inputs = _builder.make_input(model_name, weights, include_top, input_tensor, input_shape, classes,
+                                        pooling, classifier_activation)
+    x = image
+    for block, (width, count) in enumerate(zip(WIDTHS, CONVS[depth_name]), start=1):
+        for i in range(1, count + 1):
+            x = _conv(x, width, i == 1, cfg, f"block{block}_conv{i}")
+        x = keras.layers.MaxPooling2D(2, strides=2, name=f"block{block}_pool")(x)
+    if include_top:
+        x = IntraChannelConv2D((x.shape[1], x.shape[2]), padding="valid", name="fc1_dw")(x)
+        x = keras.layers.Flatten(name="flatten")(x)
+        x = keras.layers.Dense(cfg["fc_units"], activation="relu", name="fc1")(x)
+        x = keras.layers.Dense(cfg["fc_units"], activation="relu", name="fc2")(x)
+        x = keras.layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
+    else:
+        x = _builder.classifier(x, False, pooling, classes, classifier_activation)
+    model = keras.Model(inputs, x, name=name or "eff" + depth_name)
+    return _builder.load_weights(model, model_name, weights, include_top)
+
+
+def _factory(depth_name):
+    def factory(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+                classes=1000, classifier_activation="softmax", name=None):
+        return EffVGG(depth_name, include_top, weights, input_tensor, input_shape, pooling, classes,
+                      classifier_activation, name or "eff" + depth_name)
+
+    factory.__name__ = "Eff" + depth_name.upper()
+    factory.__doc__ = f"""Instantiates {factory.__name__} (arguments as keras.applications.VGG16).
+
+    weights: None (random initialization, the default: no ImageNet weights are published yet), a preset
+    name registered with `keras_effconv.applications.weights.register_preset`, or a path/URL to a
+    `.weights.h5` file.
+    """
+    return register_model(factory.__name__, factory)
+
+
+EffVGG16 = _factory("vgg16")
+EffVGG19 = _factory("vgg19")
