@@ -8,6 +8,7 @@ import keras
 
 from keras_effconv.applications import validation
 from keras_effconv.applications import weights as weights_lib
+from keras_effconv.applications.registry import register_model
 
 POOLINGS = (None, "avg", "max")
 
@@ -48,3 +49,21 @@ def classifier(x, include_top, pooling, classes, classifier_activation):
 def load_weights(model, model_name, weights, include_top):
     """Load `weights` (None, preset name, path or URL) into `model`."""
     return weights_lib.load_application_weights(model, model_name, weights, include_top)
+
+
+def make_factory(builder, variant, public_name, twin, classes=1000):
+    """A keras.applications-style factory `public_name(include_top=True, weights=None, ...)` that
+    calls `builder(variant, ...)`, registered in the model registry."""
+    def factory(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+                classes=classes, classifier_activation="softmax", name=None):
+        return builder(variant, include_top, weights, input_tensor, input_shape, pooling, classes,
+                       classifier_activation, name or public_name.lower())
+
+    factory.__name__ = factory.__qualname__ = public_name
+    factory.__doc__ = f"""Instantiates {public_name}; arguments as `keras.applications.{twin}`.
+
+    weights: None (random initialization; the default, since no ImageNet weights are published yet),
+    a preset name registered with `keras_effconv.applications.weights.register_preset`, or the path
+    or http(s)/file URL of a `.weights.h5` file.
+    """
+    return register_model(public_name, factory)

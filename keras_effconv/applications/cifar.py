@@ -10,7 +10,6 @@ and the block shortcut: ~5x fewer MACs. Stage transitions use the SIC's strided 
 import keras
 
 from keras_effconv.applications import _builder
-from keras_effconv.applications.registry import register_model
 from keras_effconv.layers import SIConv2D
 
 WIDTHS = (16, 32, 64)
@@ -63,16 +62,14 @@ def CifarResNet(
     return _builder.load_weights(model, model_name, weights, include_top)
 
 
-def _factory(depth, eff):
-    def factory(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-                classes=10, classifier_activation="softmax", name=None):
-        return CifarResNet(depth, eff, include_top, weights, input_tensor, input_shape, pooling, classes,
-                           classifier_activation, name)
-
-    factory.__name__ = f"{'Eff' if eff else ''}ResNet{depth}"
-    factory.__doc__ = f"Instantiates the CIFAR {factory.__name__} (32x32 input, 10 classes by default)."
-    return register_model(factory.__name__, factory)
+def _cifar(variant, *args):
+    depth, eff = variant
+    return CifarResNet(depth, eff, *args)
 
 
-ResNet20, ResNet32, ResNet56 = (_factory(d, False) for d in (20, 32, 56))
-EffResNet20, EffResNet32, EffResNet56 = (_factory(d, True) for d in (20, 32, 56))
+ResNet20, ResNet32, ResNet56 = (
+    _builder.make_factory(_cifar, (d, False), f"ResNet{d}", "ResNet50", classes=10) for d in (20, 32, 56)
+)
+EffResNet20, EffResNet32, EffResNet56 = (
+    _builder.make_factory(_cifar, (d, True), f"EffResNet{d}", "ResNet50", classes=10) for d in (20, 32, 56)
+)

@@ -14,7 +14,6 @@ Budgets at 224x224 are in the README (counted by `keras_effconv.analysis.count_m
 import keras
 
 from keras_effconv.applications import _builder
-from keras_effconv.applications.registry import register_model
 from keras_effconv.layers import SIConv2D
 from keras_effconv.layers import SpatialBottleneck
 from keras_effconv.layers import TopologicalConv2D
@@ -121,7 +120,7 @@ def EffResNet(
     for stage, (width, count) in enumerate(zip((64, 128, 256, 512), blocks)):
         x = stack(x, width, count, 1 if stage == 0 else 2, bottleneck, cfg, stage + 2 in cfg["bottleneck_stages"], f"conv{stage + 2}")
     x = _builder.classifier(x, include_top, pooling, classes, classifier_activation)
-    model = keras.Model(inputs, x, name=name or "eff" + depth_name)
+    model = keras.Model(inputs, x, name=name or model_name.lower())
     return _builder.load_weights(model, model_name, weights, include_top)
 
 
@@ -131,24 +130,8 @@ CONFIGS = {
 }
 
 
-def _factory(depth_name):
-    def factory(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-                classes=1000, classifier_activation="softmax", name=None):
-        return EffResNet(depth_name, include_top, weights, input_tensor, input_shape, pooling, classes,
-                         classifier_activation, name or "eff" + depth_name)
-
-    factory.__name__ = "Eff" + depth_name.replace("resnet", "ResNet")
-    factory.__doc__ = f"""Instantiates {factory.__name__} (arguments as keras.applications.ResNet50).
-
-    weights: None (random initialization, the default: no ImageNet weights are published yet), a preset
-    name registered with `keras_effconv.applications.weights.register_preset`, or a path/URL to a
-    `.weights.h5` file.
-    """
-    return register_model(factory.__name__, factory)
-
-
-EffResNet18 = _factory("resnet18")
-EffResNet34 = _factory("resnet34")
-EffResNet50 = _factory("resnet50")
-EffResNet101 = _factory("resnet101")
-EffResNet152 = _factory("resnet152")
+EffResNet18 = _builder.make_factory(EffResNet, "resnet18", "EffResNet18", "ResNet18")
+EffResNet34 = _builder.make_factory(EffResNet, "resnet34", "EffResNet34", "ResNet34")
+EffResNet50 = _builder.make_factory(EffResNet, "resnet50", "EffResNet50", "ResNet50")
+EffResNet101 = _builder.make_factory(EffResNet, "resnet101", "EffResNet101", "ResNet101")
+EffResNet152 = _builder.make_factory(EffResNet, "resnet152", "EffResNet152", "ResNet152")

@@ -13,7 +13,6 @@ Same five blocks, conv counts, widths, pooling and layer names (``block3_conv2``
 import keras
 
 from keras_effconv.applications import _builder
-from keras_effconv.applications.registry import register_model
 from keras_effconv.layers import IntraChannelConv2D
 from keras_effconv.layers import SIConv2D
 from keras_effconv.layers import SpatialBottleneck
@@ -54,25 +53,9 @@ def EffVGG(
         x = keras.layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
     else:
         x = _builder.classifier(x, False, pooling, classes, classifier_activation)
-    model = keras.Model(inputs, x, name=name or "eff" + depth_name)
+    model = keras.Model(inputs, x, name=name or model_name.lower())
     return _builder.load_weights(model, model_name, weights, include_top)
 
 
-def _factory(depth_name):
-    def factory(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-                classes=1000, classifier_activation="softmax", name=None):
-        return EffVGG(depth_name, include_top, weights, input_tensor, input_shape, pooling, classes,
-                      classifier_activation, name or "eff" + depth_name)
-
-    factory.__name__ = "Eff" + depth_name.upper()
-    factory.__doc__ = f"""Instantiates {factory.__name__} (arguments as keras.applications.VGG16).
-
-    weights: None (random initialization, the default: no ImageNet weights are published yet), a preset
-    name registered with `keras_effconv.applications.weights.register_preset`, or a path/URL to a
-    `.weights.h5` file.
-    """
-    return register_model(factory.__name__, factory)
-
-
-EffVGG16 = _factory("vgg16")
-EffVGG19 = _factory("vgg19")
+EffVGG16 = _builder.make_factory(EffVGG, "vgg16", "EffVGG16", "VGG16")
+EffVGG19 = _builder.make_factory(EffVGG, "vgg19", "EffVGG19", "VGG19")
