@@ -4,6 +4,7 @@ ImageNet-size: EffResNet18/34/50/101/152, EffVGG16/19 (and their keras twins via
 CIFAR-size: ResNet20/32/56 and EffResNet20/32/56. `get_model(name, **kwargs)` builds any of them.
 """
 
+from keras_effconv.applications.channelnet import ChannelNetV1
 from keras_effconv.applications.cifar import EffResNet20
 from keras_effconv.applications.cifar import EffResNet32
 from keras_effconv.applications.cifar import EffResNet56

@@ -1,4 +1,4 @@
-"""ChannelNet-v1 (Gao, Wang & Ji, "ChannelNets", NeurIPS 2018, Table 1), keras.applications-style.
+"""ChannelNet-v1 (Gao, Wang & Ji, "ChannelNets", NeurIPS 2018), keras.applications-style.
 
 ChannelNet-v1 is MobileNet v1 whose five 14x14x512 depthwise separable (DWS) layers are replaced
 by one group module (GM) and two group channel-wise modules (GCWM), all with 2 groups:

@@ -1,8 +1,19 @@
-"""Efficient convolution layers. One scheme per module; see each module's docstring."""
+"""Efficient convolution layers. One scheme per module; see each module's docstring.
+
+The paper's schemes: IntraChannelConv2D, SIConv2D, TopologicalConv2D, SpatialBottleneck, EffConv2D.
+The field's other efficient convolutions: ChannelNets (channelnets.py), MobileNet blocks
+(separable.py), factorized CP/Tucker/TT (factorized.py), decoupled (decoupled.py) and structured
+(structured.py) convolutions.
+"""
 
 from keras_effconv.layers.bottleneck import SpatialBottleneck
+from keras_effconv.layers.channelnets import ConvClassifier
+from keras_effconv.layers.channelnets import DepthwiseSeparableChannelWiseConv
+from keras_effconv.layers.channelnets import GroupChannelWiseConv
 from keras_effconv.layers.effconv import EffConv2D
 from keras_effconv.layers.intra_channel import IntraChannelConv2D
 from keras_effconv.layers.intra_channel import IntraChannelConv2DTranspose
+from keras_effconv.layers.separable import DepthwiseSeparableBlock
+from keras_effconv.layers.separable import GroupPointwiseConv
 from keras_effconv.layers.sic import SIConv2D
 from keras_effconv.layers.topological import TopologicalConv2D

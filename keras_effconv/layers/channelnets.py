@@ -1,0 +1,364 @@
+"""Channel-wise convolutions from ChannelNets (Gao, Wang & Ji, NeurIPS 2018).
+
+A *channel-wise convolution* is a 1-D convolution that slides along the channel axis, with the
+same small kernel at every pixel, one input and one output "channel" (paper Sec. 3.1). It replaces
+the dense C_in x C_out connections of a 1x1 convolution by a banded, weight-shared one. Three
+layers use it:
+
+- `GroupChannelWiseConv`: fuses the groups of a group 1x1 convolution (Sec. 3.2);
+- `DepthwiseSeparableChannelWiseConv`: depthwise k x k conv, then a channel-wise conv in place of
+  the 1x1 conv (Sec. 3.3);
+- `ConvClassifier`: a (H, W, C - classes + 1) 3-D conv, 'valid', replacing pool + dense (Sec. 3.5).
+
+Fast paths avoid gathers and 1-channel im2col: a channel-wise conv is run *polyphase*, i.e. the
+channels of each pixel are cut into blocks of B (a free reshape) and a small dense [A, B, F*B/s]
+kernel built from the taps is applied with one CONV_2D over the block axis. The reference paths
+are the literal definitions (`tf.nn.conv1d` per filter, `tf.nn.conv3d`).
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_effconv import implementation as impl
+from keras_effconv.layers._conv_args import int_tuple
+from keras_effconv.layers._conv_args import output_length
+from keras_effconv.layers._conv_args import positive_int
+from keras_effconv.layers._conv_args import same_pads
+from keras_effconv.ops.intra_channel import depthwise
+
+_PACKAGE = "keras_effconv"
+
+
+def _default_initializer(initializer):
+    # Kernels are stored as [taps, 1, filters]: fan_in = taps, so variance 1/taps keeps the scale.
+    if initializer is None:
+        return keras.initializers.VarianceScaling(1.0, "fan_in", "truncated_normal")
+    return keras.initializers.get(initializer)
+
+
+def channel_conv_reference(x, kernel, stride):
+    """Literal definition: per filter f, a 1-D 'SAME' conv of stride `stride` along the channels
+    of every pixel (`tf.nn.conv1d`, 1 in/1 out channel); the F outputs are concatenated.
+
+    x: [..., C]; kernel: [d, 1, F]. Returns [..., F * ceil(C / stride)].
+    """
+    rows = tf.reshape(x, [-1, x.shape[-1], 1])
+    outs = [
+        tf.nn.conv1d(rows, kernel[:, :, f:f + 1], stride=stride, padding="SAME")[..., 0]
+        for f in range(kernel.shape[-1])
+    ]
+    y = tf.concat(outs, axis=-1) if len(outs) > 1 else outs[0]
+    return _unflatten(y, x)
+
+
+def _unflatten(y, x):
+    """[P, ..., C'] -> x's leading dims + [C'], static where known (no SHAPE ops on export)."""
+    channels = int(np.prod(y.shape[1:]))
+    lead = list(x.shape[1:-1])
+    if any(d is None for d in lead):
+        return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [channels]], axis=0))
+    return tf.reshape(y, [-1] + lead + [channels])
+
+
+class _PolyphasePlan:
+    """How a stride-`s`, `d`-tap channel-wise conv over C channels runs as one block convolution.
+
+    Output position o (of each filter) reads input channels o*s + k - pad_left, k < d. Cutting the
+    channels into C/B blocks of B (B a multiple of s dividing C), block i of the output (B/s
+    positions) depends on input blocks i + a, a in [-h, h], through a dense [B, B/s] matrix per a.
+    `selector[k, a, r, t]` = 1 where tap k links input r of block i + a to output t of block i.
+    """
+
+    def __init__(self, channels, taps, stride):
+        self.pad_left = same_pads(channels, taps, stride, 1)[0]
+        best = None
+        for block in range(stride, channels + 1, stride):
+            if channels % block:
+                continue
+            per_block = block // stride
+            lo = (-self.pad_left) // block
+            hi = ((per_block - 1) * stride + taps - 1 - self.pad_left) // block
+            half = max(-lo, hi)
+            # MACs per output value; blocks under 16 channels measured slower on CPU whatever the MACs.
+            cost = (block < min(16, channels), (2 * half + 1) * block)
+            if best is None or cost < best[0]:
+                best = (cost, block, half)
+        _, self.block, self.half = best
+        self.channels, self.taps, self.stride = channels, taps, stride
+        self.per_block = self.block // stride
+        width = 2 * self.half + 1
+        selector = np.zeros((taps, width, self.block, self.per_block), np.float32)
+        for t in range(self.per_block):
+            for k in range(taps):
+                q = t * stride + k - self.pad_left  # input channel relative to the block start
+                a, r = q // self.block, q % self.block
+                selector[k, a + self.half, r, t] = 1.0
+        self.selector = selector
+
+    def block_kernel(self, kernel):
+        """[d, 1, F] taps -> [1, A, B, F * B/s] CONV_2D kernel (filter-major output columns)."""
+        dense = tf.einsum("kf,kart->arft", kernel[:, 0, :], tf.constant(self.selector, kernel.dtype))
+        width = 2 * self.half + 1
+        return tf.reshape(dense, [1, width, self.block, kernel.shape[-1] * self.per_block])
+
+    def __call__(self, x, kernel):
+        """x: [..., C] -> [..., F * C/s], filter-major like `channel_conv_reference`."""
+        filters, blocks = kernel.shape[-1], self.channels // self.block
+        y = tf.reshape(x, [-1, 1, blocks, self.block])
+        y = tf.nn.conv2d(y, self.block_kernel(kernel), strides=1, padding="SAME")
+        if filters > 1:  # [P, blocks, F, B/s] -> [P, F, blocks, B/s]: moves runs of B/s values
+            y = tf.transpose(tf.reshape(y, [-1, blocks, filters, self.per_block]), [0, 2, 1, 3])
+        return _unflatten(y, x)
+
+
+def channel_conv(x, kernel, stride, path, plan):
+    if path == "reference":
+        return channel_conv_reference(x, kernel, stride)
+    return plan(x, kernel)
+
+
+def _check_implementation(implementation):
+    return impl.validate_policy(implementation, "implementation")
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class GroupChannelWiseConv(keras.layers.Layer):
+    """Group channel-wise convolution (GCWConv), ChannelNets Sec. 3.2.
+
+    A group 1x1 conv with g groups leaves channel group j blind to the others. GCWConv fuses them
+    with g independent channel-wise convs, each of stride g and `kernel_size` taps ('SAME' zero
+    padding along channels): conv j maps the C input channels to C/g outputs, and the g outputs
+    are concatenated, so output group j (channels j*C/g ... ) sees every input group. Channels are
+    preserved (C -> C); there are g * kernel_size weights and no bias (a BatchNorm follows in
+    ChannelNets). `kernel_size` defaults to 4 * groups, as in the authors' code; it must be at
+    least `groups` so that every input channel is read.
+    """
+
+    def __init__(self, groups, kernel_size=None, kernel_initializer=None, implementation="auto", **kwargs):
+        super().__init__(**kwargs)
+        self.groups = positive_int(groups, "groups")
+        kernel_size = 4 * self.groups if kernel_size is None else kernel_size
+        self.kernel_size = positive_int(kernel_size, "kernel_size")
+        if self.kernel_size < self.groups:
+            raise ValueError(
+                f"`kernel_size` must be >= groups={self.groups} so every channel is read; "
+                f"received kernel_size={kernel_size!r}"
+            )
+        self.kernel_initializer = _default_initializer(kernel_initializer)
+        self.implementation = _check_implementation(implementation)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None or channels % self.groups:
+            raise ValueError(
+                f"The input channels must be known and divisible by groups={self.groups}; "
+                f"received input_shape={tuple(input_shape)!r}"
+            )
+        self.kernel = self.add_weight(
+            name="kernel", shape=(self.kernel_size, 1, self.groups), initializer=self.kernel_initializer
+        )
+        self._plan = _PolyphasePlan(channels, self.kernel_size, self.groups)
+
+    def call(self, inputs):
+        kernel = tf.cast(self.kernel, self.compute_dtype)
+        return channel_conv(inputs, kernel, self.groups, impl.resolve(self.implementation), self._plan)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def compute_macs(self, input_shape):
+        """kernel_size MACs per output value (the paper's count: d_f^2 * d_c * n)."""
+        return int(np.prod(input_shape[1:])) * self.kernel_size
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            groups=self.groups,
+            kernel_size=self.kernel_size,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            implementation=self.implementation,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class DepthwiseSeparableChannelWiseConv(keras.layers.Layer):
+    """Depth-wise separable channel-wise convolution (DWSCWConv), ChannelNets Sec. 3.3.
+
+    A depthwise `kernel_size` conv (optionally strided or dilated), then, instead of the dense 1x1
+    conv of a depthwise separable conv, one channel-wise conv: a single `channel_kernel_size`-tap
+    1-D conv along the channels, stride 1, 'SAME' zero padding, shared by every pixel. C -> C
+    channels with kh*kw*C + channel_kernel_size weights (the 1x1 conv would need C*C). Nothing sits
+    between the two convs and there is no bias, as in Keras `SeparableConv2D` without bias.
+    `channel_kernel_size` defaults to 64, the default of the authors' code.
+    """
+
+    def __init__(
+        self,
+        kernel_size=3,
+        channel_kernel_size=64,
+        strides=1,
+        dilation_rate=1,
+        padding="same",
+        depthwise_initializer="glorot_uniform",
+        kernel_initializer=None,
+        implementation="auto",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.kernel_size = int_tuple(kernel_size, 2, "kernel_size")
+        self.channel_kernel_size = positive_int(channel_kernel_size, "channel_kernel_size")
+        self.strides = int_tuple(strides, 2, "strides")
+        self.dilation_rate = int_tuple(dilation_rate, 2, "dilation_rate")
+        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
+            raise ValueError(
+                "`strides` > 1 and `dilation_rate` > 1 cannot be combined; "
+                f"received strides={strides!r}, dilation_rate={dilation_rate!r}"
+            )
+        if padding not in ("same", "valid"):
+            raise ValueError(f"`padding` must be 'same' or 'valid'; received padding={padding!r}")
+        self.padding = padding
+        self.depthwise_initializer = keras.initializers.get(depthwise_initializer)
+        self.kernel_initializer = _default_initializer(kernel_initializer)
+        self.implementation = _check_implementation(implementation)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None:
+            raise ValueError(f"The input channels must be known; received input_shape={tuple(input_shape)!r}")
+        self.depthwise_kernel = self.add_weight(
+            name="depthwise_kernel", shape=self.kernel_size + (channels, 1), initializer=self.depthwise_initializer
+        )
+        self.kernel = self.add_weight(
+            name="kernel", shape=(self.channel_kernel_size, 1, 1), initializer=self.kernel_initializer
+        )
+        self._plan = _PolyphasePlan(channels, self.channel_kernel_size, 1)
+
+    def call(self, inputs):
+        path = impl.resolve(self.implementation)
+        y = depthwise(
+            inputs,
+            tf.cast(self.depthwise_kernel, self.compute_dtype),
+            path,
+            strides=self.strides,
+            padding=self.padding,
+            dilation_rate=self.dilation_rate,
+        )
+        return channel_conv(y, tf.cast(self.kernel, self.compute_dtype), 1, path, self._plan)
+
+    def _spatial_out(self, input_shape):
+        return tuple(
+            output_length(n, k, s, d, self.padding)
+            for n, k, s, d in zip(input_shape[1:3], self.kernel_size, self.strides, self.dilation_rate)
+        )
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0],) + self._spatial_out(input_shape) + (input_shape[-1],)
+
+    def compute_macs(self, input_shape):
+        """Per output value: kh*kw (depthwise) + channel_kernel_size (channel-wise)."""
+        height, width = self._spatial_out(input_shape)
+        per_value = self.kernel_size[0] * self.kernel_size[1] + self.channel_kernel_size
+        return height * width * input_shape[-1] * per_value
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            kernel_size=self.kernel_size,
+            channel_kernel_size=self.channel_kernel_size,
+            strides=self.strides,
+            dilation_rate=self.dilation_rate,
+            padding=self.padding,
+            depthwise_initializer=keras.initializers.serialize(self.depthwise_initializer),
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            implementation=self.implementation,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ConvClassifier(keras.layers.Layer):
+    """Convolutional classification layer, ChannelNets Sec. 3.5.
+
+    Replaces global average pooling + a dense layer (C * classes weights) by one 3-D convolution
+    over the (H, W, C) feature map, 1 in / 1 out channel, 'valid' padding, kernel
+    (H, W, C - classes + 1): sliding along the channels gives exactly `classes` outputs, each a
+    weighted sum of an H x W x (C - classes + 1) window. Needs static H, W, C with C >= classes.
+    Input [N, H, W, C] -> output [N, classes]. `use_bias` adds one bias per class (the paper's
+    layer has none; it is off by default).
+
+    Fast path (no 1-channel im2col): z[n, k, c] = sum_hw K[hw, k] x[n, hw, c] is one matmul, and
+    out[n, o] = sum_k z[n, k, o + k] reads a diagonal band, done by flattening z, padding each of
+    the d rows by one value (rows of C + 1) and slicing: pad + reshape + slice, no gather.
+    """
+
+    def __init__(self, classes, use_bias=False, kernel_initializer=None, implementation="auto", **kwargs):
+        super().__init__(**kwargs)
+        self.classes = positive_int(classes, "classes")
+        if not isinstance(use_bias, bool):
+            raise ValueError(f"`use_bias` must be a bool; received use_bias={use_bias!r}")
+        self.use_bias = use_bias
+        self.kernel_initializer = (
+            keras.initializers.get(kernel_initializer) if kernel_initializer is not None else None
+        )
+        self.implementation = _check_implementation(implementation)
+
+    def build(self, input_shape):
+        if len(input_shape) != 4 or any(d is None for d in input_shape[1:]):
+            raise ValueError(
+                "ConvClassifier needs a [N, H, W, C] input with static H, W, C; "
+                f"received input_shape={tuple(input_shape)!r}"
+            )
+        height, width, channels = input_shape[1:]
+        if channels < self.classes:
+            raise ValueError(
+                f"ConvClassifier needs input channels >= classes={self.classes}; "
+                f"received input_shape={tuple(input_shape)!r}"
+            )
+        self.depth = channels - self.classes + 1
+        initializer = self.kernel_initializer or keras.initializers.VarianceScaling(
+            1.0, "fan_in", "truncated_normal"
+        )
+        # [H, W, depth, 1, 1]: the Conv3D layout; fan_in = H * W * depth.
+        self.kernel = self.add_weight(name="kernel", shape=(height, width, self.depth, 1, 1), initializer=initializer)
+        self.bias = self.add_weight(name="bias", shape=(self.classes,), initializer="zeros") if self.use_bias else None
+
+    def call(self, inputs):
+        kernel = tf.cast(self.kernel, self.compute_dtype)
+        if impl.resolve(self.implementation) == "reference":
+            y = tf.nn.conv3d(inputs[..., None], kernel, strides=[1] * 5, padding="VALID")
+            y = tf.reshape(y, [-1, self.classes])
+        else:
+            y = self._banded(inputs, kernel)
+        if self.use_bias:
+            y = y + tf.cast(self.bias, self.compute_dtype)
+        return y
+
+    def _banded(self, x, kernel):
+        height, width, channels = x.shape[1:]
+        pixels, depth = height * width, self.depth
+        taps = tf.transpose(tf.reshape(kernel, [pixels, depth]))  # [depth, HW]
+        z = tf.matmul(taps[None], tf.reshape(x, [-1, pixels, channels]))  # [N, depth, C]
+        z = tf.pad(tf.reshape(z, [-1, depth * channels]), [[0, 0], [0, depth]])
+        z = tf.reshape(z, [-1, depth, channels + 1])[:, :, : self.classes]  # z[n, k, o + k]
+        return tf.reduce_sum(z, axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.classes)
+
+    def compute_macs(self, input_shape):
+        height, width, channels = input_shape[1:]
+        return self.classes * height * width * (channels - self.classes + 1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            classes=self.classes,
+            use_bias=self.use_bias,
+            kernel_initializer=(
+                keras.initializers.serialize(self.kernel_initializer) if self.kernel_initializer else None
+            ),
+            implementation=self.implementation,
+        )
+        return config

@@ -1,0 +1,135 @@
+"""MobileNet-style depthwise separable block (Howard et al., 2017), the baseline ChannelNets modify.
+
+depthwise k x k conv -> BN -> ReLU6 -> pointwise 1x1 conv -> BN -> ReLU6, no biases. The pointwise
+conv may be grouped (ChannelNets' group modules use 2 groups); Keras `Conv2D(groups>1)` is routed
+through XLA on the TF backend, so the grouped case calls `tf.nn.conv2d` with a
+[1, 1, C_in / groups, filters] kernel instead (TF runtime and TFLite `CONV_2D` both run it).
+"""
+
+import keras
+import tensorflow as tf
+
+from keras_effconv.layers._conv_args import int_tuple
+from keras_effconv.layers._conv_args import output_length
+from keras_effconv.layers._conv_args import positive_int
+
+
+@keras.saving.register_keras_serializable(package="keras_effconv")
+class GroupPointwiseConv(keras.layers.Layer):
+    """Bias-free grouped 1x1 conv: output group j (filters / groups channels) reads input group j."""
+
+    def __init__(self, filters, groups=1, kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        self.filters = positive_int(filters, "filters")
+        self.groups = positive_int(groups, "groups")
+        if self.filters % self.groups:
+            raise ValueError(
+                f"`filters` must be divisible by groups={self.groups}; received filters={filters!r}"
+            )
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None or channels % self.groups:
+            raise ValueError(
+                f"The input channels must be known and divisible by groups={self.groups}; "
+                f"received input_shape={tuple(input_shape)!r}"
+            )
+        self.kernel = self.add_weight(
+            name="kernel", shape=(1, 1, channels // self.groups, self.filters), initializer=self.kernel_initializer
+        )
+
+    def call(self, inputs):
+        return tf.nn.conv2d(inputs, tf.cast(self.kernel, self.compute_dtype), strides=1, padding="SAME")
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.filters,)
+
+    def compute_macs(self, input_shape):
+        return input_shape[1] * input_shape[2] * input_shape[-1] * self.filters // self.groups
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            groups=self.groups,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_effconv")
+class DepthwiseSeparableBlock(keras.layers.Layer):
+    """MobileNet v1 block: DepthwiseConv2D -> BN -> ReLU6 -> 1x1 conv -> BN -> ReLU6 ('same')."""
+
+    def __init__(self, filters, kernel_size=3, strides=1, dilation_rate=1, groups=1, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = positive_int(filters, "filters")
+        self.kernel_size = int_tuple(kernel_size, 2, "kernel_size")
+        self.strides = int_tuple(strides, 2, "strides")
+        self.dilation_rate = int_tuple(dilation_rate, 2, "dilation_rate")
+        self.groups = positive_int(groups, "groups")
+        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
+            raise ValueError(
+                "`strides` > 1 and `dilation_rate` > 1 cannot be combined; "
+                f"received strides={strides!r}, dilation_rate={dilation_rate!r}"
+            )
+        self.depthwise = keras.layers.DepthwiseConv2D(
+            self.kernel_size, strides=self.strides, padding="same", dilation_rate=self.dilation_rate,
+            use_bias=False, name="depthwise", dtype=self.dtype_policy,
+        )
+        self.depthwise_bn = keras.layers.BatchNormalization(name="depthwise_bn", dtype=self.dtype_policy)
+        if self.groups == 1:
+            self.pointwise = keras.layers.Conv2D(
+                self.filters, 1, use_bias=False, name="pointwise", dtype=self.dtype_policy
+            )
+        else:
+            self.pointwise = GroupPointwiseConv(
+                self.filters, self.groups, name="pointwise", dtype=self.dtype_policy
+            )
+        self.pointwise_bn = keras.layers.BatchNormalization(name="pointwise_bn", dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None or channels % self.groups:
+            raise ValueError(
+                f"The input channels must be known and divisible by groups={self.groups}; "
+                f"received input_shape={tuple(input_shape)!r}"
+            )
+        self.depthwise.build(input_shape)
+        shape = self.depthwise.compute_output_shape(input_shape)
+        self.depthwise_bn.build(shape)
+        self.pointwise.build(shape)
+        shape = self.pointwise.compute_output_shape(shape)
+        self.pointwise_bn.build(shape)
+
+    def call(self, inputs, training=None):
+        x = self.depthwise(inputs)
+        x = keras.ops.relu6(self.depthwise_bn(x, training=training))
+        x = self.pointwise(x)
+        return keras.ops.relu6(self.pointwise_bn(x, training=training))
+
+    def compute_output_shape(self, input_shape):
+        spatial = tuple(
+            output_length(n, k, s, d, "same")
+            for n, k, s, d in zip(input_shape[1:3], self.kernel_size, self.strides, self.dilation_rate)
+        )
+        return (input_shape[0],) + spatial + (self.filters,)
+
+    def compute_macs(self, input_shape):
+        """Depthwise kh*kw*C_in plus pointwise C_in*filters/groups, per output pixel."""
+        _, height, width, _ = self.compute_output_shape(input_shape)
+        channels = input_shape[-1]
+        per_pixel = self.kernel_size[0] * self.kernel_size[1] * channels + channels * self.filters // self.groups
+        return height * width * per_pixel
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            dilation_rate=self.dilation_rate,
+            groups=self.groups,
+        )
+        return config
