@@ -10,10 +10,16 @@ from keras_effconv.layers.bottleneck import SpatialBottleneck
 from keras_effconv.layers.channelnets import ConvClassifier
 from keras_effconv.layers.channelnets import DepthwiseSeparableChannelWiseConv
 from keras_effconv.layers.channelnets import GroupChannelWiseConv
+from keras_effconv.layers.decoupled import DecoupledConv2D
 from keras_effconv.layers.effconv import EffConv2D
+from keras_effconv.layers.factorized import FactorizedConv2D
+from keras_effconv.layers.factorized import FactorizedConv3D
 from keras_effconv.layers.intra_channel import IntraChannelConv2D
 from keras_effconv.layers.intra_channel import IntraChannelConv2DTranspose
 from keras_effconv.layers.separable import DepthwiseSeparableBlock
 from keras_effconv.layers.separable import GroupPointwiseConv
 from keras_effconv.layers.sic import SIConv2D
+from keras_effconv.layers.structured import StructuralRegularizer
+from keras_effconv.layers.structured import StructuredConv2D
+from keras_effconv.layers.structured import decompose as decompose_structured
 from keras_effconv.layers.topological import TopologicalConv2D

@@ -1,0 +1,217 @@
+"""FactorizedConv2D / FactorizedConv3D: implementations agree, decomposition of trained convs, export."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_effconv.layers.factorized import FactorizedConv2D
+from keras_effconv.layers.factorized import FactorizedConv3D
+from tests import helpers
+from tests.layers.conftest import assert_config_complete
+from tests.layers.conftest import assert_paths_agree
+
+CASES_2D = [("cp", 4, "factorized"), ("cp", 4, "mobilenet"), ("tucker", (3, 5), "factorized"),
+            ("tt", (3, 4, 2), "factorized")]
+GEOMETRY = [dict(strides=1, padding="same", dilation_rate=1), dict(strides=2, padding="same", dilation_rate=1),
+            dict(strides=1, padding="valid", dilation_rate=2), dict(strides=(2, 1), padding="valid", dilation_rate=1)]
+
+
+def _reference(layer, x):
+    """A plain convolution with the layer's reconstructed kernel."""
+    kernel = tf.cast(layer.reconstruct_kernel(), tf.float32)
+    y = tf.nn.convolution(x, kernel, strides=layer.strides, padding=layer.padding.upper(),
+                          dilations=layer.dilation_rate)
+    return y + layer.bias
+
+
+def _outputs_and_grads(layer, x):
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+        loss = tf.reduce_sum(y * helpers.random_input(y.shape, seed=7))
+    grads = tape.gradient(loss, [x] + layer.trainable_weights)
+    return y.numpy(), [g.numpy() for g in grads]
+
+
+@pytest.mark.parametrize("factorization,rank,implementation", CASES_2D)
+@pytest.mark.parametrize("geometry", GEOMETRY, ids=["s1", "s2", "d2valid", "s21valid"])
+def test_2d_matches_reconstructed_conv(factorization, rank, implementation, geometry):
+    x = helpers.random_input((2, 9, 8, 5))
+    layer = FactorizedConv2D(6, 3, rank, factorization, implementation, seed=3, bias_initializer="ones", **geometry)
+    twin = FactorizedConv2D(6, 3, rank, factorization, "reconstructed", seed=3, bias_initializer="ones", **geometry)
+    y, grads = _outputs_and_grads(layer, x)
+    y_ref, grads_ref = _outputs_and_grads(twin, x)
+    np.testing.assert_allclose(y, _reference(layer, x), atol=1e-5)
+    np.testing.assert_allclose(y, y_ref, atol=1e-5)
+    for g, g_ref in zip(grads, grads_ref):
+        np.testing.assert_allclose(g, g_ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("factorization,rank,implementation", [
+    ("cp", 3, "factorized"), ("cp", 3, "mobilenet"), ("tucker", 3, "factorized"), ("tt", 2, "factorized")])
+@pytest.mark.parametrize("strides,dilation_rate", [(1, 1), (2, 1), (1, (2, 1, 2))])
+def test_3d_matches_reconstructed_conv(factorization, rank, implementation, strides, dilation_rate):
+    x = helpers.random_input((2, 7, 6, 5, 3))
+    layer = FactorizedConv3D(4, (3, 3, 2), rank, factorization, implementation, strides=strides,
+                             dilation_rate=dilation_rate, seed=1)
+    twin = FactorizedConv3D(4, (3, 3, 2), rank, factorization, "reconstructed", strides=strides,
+                            dilation_rate=dilation_rate, seed=1)
+    y, grads = _outputs_and_grads(layer, x)
+    y_ref, grads_ref = _outputs_and_grads(twin, x)
+    np.testing.assert_allclose(y, _reference(layer, x), atol=1e-5)
+    np.testing.assert_allclose(y, y_ref, atol=1e-5)
+    for g, g_ref in zip(grads, grads_ref):
+        np.testing.assert_allclose(g, g_ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("cls,shape,implementation", [
+    (FactorizedConv2D, (2, 9, 8, 4), "factorized"), (FactorizedConv2D, (2, 9, 8, 4), "mobilenet"),
+    (FactorizedConv3D, (2, 5, 6, 4, 3), "factorized"), (FactorizedConv3D, (2, 5, 6, 4, 3), "mobilenet")])
+def test_reference_tf_xla_paths_agree(run_paths, cls, shape, implementation):
+    layer = cls(4, 3, 3, "cp", implementation, strides=2, seed=0)
+    assert_paths_agree(run_paths(layer, helpers.random_input(shape)), rtol=1e-4)
+
+
+@pytest.mark.parametrize("factorization", ["cp", "tucker", "tt"])
+def test_config_complete(factorization):
+    assert_config_complete(FactorizedConv3D(4, (3, 1, 3), 2, factorization, strides=(1, 2, 1), seed=3))
+
+
+def _trained_like_conv(cls, shape, filters, kernel_size, **kwargs):
+    conv = (keras.layers.Conv2D if cls is FactorizedConv2D else keras.layers.Conv3D)(
+        filters, kernel_size, bias_initializer="random_normal", **kwargs)
+    conv.build(shape)
+    return conv
+
+
+@pytest.mark.parametrize("cls,shape", [(FactorizedConv2D, (2, 8, 7, 4)), (FactorizedConv3D, (2, 6, 5, 4, 3))])
+@pytest.mark.parametrize("factorization", ["tucker", "tt"])
+def test_from_conv_full_rank_is_exact(cls, shape, factorization):
+    x = helpers.random_input(shape)
+    conv = _trained_like_conv(cls, shape, 5, 3, strides=2, padding="same")
+    layer = cls.from_conv(conv, rank=64, factorization=factorization)
+    np.testing.assert_allclose(layer(x), conv(x), atol=1e-5)
+    assert layer.strides == conv.strides
+    reconstructed = cls.from_conv(conv, rank=64, factorization=factorization, implementation="reconstructed")
+    np.testing.assert_allclose(reconstructed(x), conv(x), atol=1e-5)
+
+
+def test_from_conv_cp_error_decreases_with_rank():
+    conv = _trained_like_conv(FactorizedConv2D, (1, 6, 6, 3), 3, 3)
+    kernel = np.array(conv.kernel)
+    errors = []
+    for rank in (1, 2, 4, 12, 40):  # 40 is clipped to 27 = size / largest mode
+        layer = FactorizedConv2D.from_conv(conv, rank=rank, factorization="cp")
+        errors.append(np.linalg.norm(np.array(layer.reconstruct_kernel()) - kernel) / np.linalg.norm(kernel))
+    assert all(b <= a + 1e-5 for a, b in zip(errors, errors[1:])), errors
+    assert errors[0] > 0.3 and errors[-1] < 1e-4, errors
+    assert layer.rank == (27,)
+    x = helpers.random_input((2, 6, 6, 3))
+    np.testing.assert_allclose(layer(x), conv(x), atol=1e-2)
+
+
+def test_keras_and_savedmodel_roundtrip(tmp_path):
+    x = helpers.random_input((2, 8, 8, 4))
+    model = helpers.wrap(FactorizedConv2D(6, 3, (2, 3, 2), "tt", strides=2, activation="relu", seed=0), (8, 8, 4))
+    restored = helpers.assert_keras_roundtrip(model, x, tmp_path)
+    assert restored.layers[-1].get_config() == model.layers[-1].get_config()
+    helpers.assert_savedmodel_parity(model, x, tmp_path)
+    model3 = helpers.wrap(FactorizedConv3D(3, 3, 2, "cp", "mobilenet", seed=0), (5, 6, 4, 2))
+    (tmp_path / "3d").mkdir()
+    helpers.assert_keras_roundtrip(model3, helpers.random_input((2, 5, 6, 4, 2)), tmp_path / "3d")
+
+
+@pytest.mark.parametrize("factorization,rank,implementation", CASES_2D + [
+    ("cp", 4, "reconstructed"), ("tucker", (3, 5), "reconstructed"), ("tt", (3, 4, 2), "reconstructed")])
+def test_tflite_builtins_parity_2d(factorization, rank, implementation):
+    model = helpers.wrap(FactorizedConv2D(6, 3, rank, factorization, implementation, strides=2, seed=0), (10, 10, 4))
+    ops = helpers.assert_tflite_parity(model, helpers.random_input((2, 10, 10, 4)))
+    if implementation == "mobilenet":
+        assert "DEPTHWISE_CONV_2D" in ops
+
+
+@pytest.mark.parametrize("factorization,implementation", [("cp", "factorized"), ("cp", "mobilenet"),
+                                                          ("tt", "factorized"), ("cp", "reconstructed")])
+def test_tflite_builtins_parity_3d(factorization, implementation):
+    model = helpers.wrap(FactorizedConv3D(4, 3, 3, factorization, implementation, seed=0), (5, 6, 6, 3))
+    helpers.assert_tflite_parity(model, helpers.random_input((1, 5, 6, 6, 3)))
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("factorization,implementation", [("cp", "factorized"), ("tt", "factorized"),
+                                                          ("cp", "mobilenet")])
+def test_training_step(factorization, implementation, jit_compile):
+    model = helpers.wrap(FactorizedConv2D(4, 3, 3, factorization, implementation, seed=0), (8, 8, 3))
+    x = helpers.random_input((4, 8, 8, 3))
+    helpers.assert_trains(model, x, helpers.random_input((4, 8, 8, 4), seed=1), jit_compile)
+
+
+def test_training_step_3d_jit():
+    model = helpers.wrap(FactorizedConv3D(4, 3, (2, 3), "tucker", seed=0), (4, 6, 6, 3))
+    x = helpers.random_input((2, 4, 6, 6, 3))
+    helpers.assert_trains(model, x, helpers.random_input((2, 4, 6, 6, 4), seed=1), jit_compile=True)
+
+
+def test_mixed_float16():
+    x = helpers.random_input((2, 8, 8, 4))
+    layer = FactorizedConv2D(6, 3, 4, "cp", dtype="mixed_float16", seed=0)
+    y = layer(x)
+    assert y.dtype == tf.float16 and layer.factors[0].dtype == "float32"
+    ref = FactorizedConv2D(6, 3, 4, "cp", "reconstructed", seed=0)(x)
+    np.testing.assert_allclose(np.array(y, np.float32), ref, atol=2e-2)
+
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_mixed_float16_training_step(jit_compile):
+    model = helpers.wrap(FactorizedConv2D(6, 3, 4, "cp", "mobilenet", dtype="mixed_float16", seed=0), (8, 8, 4))
+    x = helpers.random_input((4,) + (8, 8, 4))
+    y = helpers.random_input((4, 8, 8, 6), seed=1)
+    helpers.assert_trains(model, x, y, jit_compile)
+    assert model.layers[-1].compute_dtype == "float16"
+
+
+def test_compute_macs():
+    shape = (None, 16, 12, 8)
+    cp = FactorizedConv2D(10, 3, 4, "cp", strides=2)
+    # 1x1 at 16x12, k along H at 8x12, k along W at 8x6, 1x1 at 8x6
+    assert cp.compute_macs(shape) == 16 * 12 * 8 * 4 + 8 * 12 * 3 * 4 + 8 * 6 * 3 * 4 + 8 * 6 * 4 * 10
+    mobile = FactorizedConv2D(10, 3, 4, "cp", "mobilenet", strides=2)
+    assert mobile.compute_macs(shape) == 16 * 12 * 8 * 4 + 8 * 6 * 9 * 4 + 8 * 6 * 4 * 10
+    tucker = FactorizedConv2D(10, 3, (4, 5), "tucker")
+    assert tucker.compute_macs(shape) == 16 * 12 * (8 * 4 + 9 * 4 * 5 + 5 * 10)
+    tt = FactorizedConv2D(10, 3, (4, 5, 6), "tt")
+    assert tt.compute_macs(shape) == 16 * 12 * (8 * 4 + 3 * 4 * 5 + 3 * 5 * 6 + 6 * 10)
+    full = FactorizedConv2D(10, 3, 4, "cp", "reconstructed", padding="valid")
+    assert full.compute_macs(shape) == 14 * 10 * 9 * 8 * 10
+    assert FactorizedConv3D(2, 3, 2, "tt").compute_macs((1, 4, 4, 4, 1)) == 64 * (2 + 3 * 2 * 2 * 3 + 2 * 2)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(rank=0), "rank"),
+    (dict(rank=(2, 3)), "rank"),
+    (dict(rank=(2, 3), factorization="tt"), "rank"),
+    (dict(factorization="svd"), "factorization"),
+    (dict(implementation="fast"), "implementation"),
+    (dict(factorization="tucker", rank=2, implementation="mobilenet"), "implementation"),
+    (dict(filters=0), "filters"),
+    (dict(kernel_size=(3, 3, 3)), "kernel_size"),
+    (dict(padding="causal"), "padding"),
+    (dict(strides=2, dilation_rate=2), "dilation_rate"),
+])
+def test_invalid_arguments(kwargs, match):
+    args = dict(filters=4, kernel_size=3, rank=2)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        FactorizedConv2D(**args)
+
+
+def test_from_conv_rejects_wrong_layer():
+    with pytest.raises(ValueError, match="conv_layer"):
+        FactorizedConv2D.from_conv(keras.layers.Dense(3), rank=2)
+    conv = keras.layers.Conv3D(2, 3)
+    conv.build((None, 4, 4, 4, 2))
+    with pytest.raises(ValueError, match="conv_layer"):
+        FactorizedConv2D.from_conv(conv, rank=2)
