@@ -1,0 +1,1 @@
+"""The `effconv` console script: demo, train, evaluate, export, summary (and bench)."""

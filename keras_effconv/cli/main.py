@@ -1,0 +1,115 @@
+"""`effconv`: the console script (pyproject: effconv = keras_effconv.cli.main:main).
+
+Subcommands live in their own modules, each with HELP, DESCRIPTION, add_arguments(parser) and
+run(args) -> exit status. `bench` is imported only when it is the command asked for.
+"""
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = (
+    ("demo", "keras_effconv.cli.demo"),
+    ("train", "keras_effconv.cli.train"),
+    ("evaluate", "keras_effconv.cli.evaluate"),
+    ("export", "keras_effconv.cli.export"),
+    ("summary", "keras_effconv.cli.summary"),
+)
+BENCH_HELP = "benchmark layers/models (Keras and LiteRT latency); see `effconv bench --help`"
+
+DESCRIPTION = """Efficient convolutional layers and models for Keras 3 / TensorFlow.
+
+Start with `effconv demo` (offline, about a minute): it generates a small image dataset, trains a
+model, evaluates it and exports it to TFLite with a parity check.
+Exit status: 0 success, 1 check failed (e.g. export parity), 2 bad input or usage."""
+
+EPILOG = """examples:
+  effconv demo
+  effconv summary EffResNet50 --input-shape 224,224,3
+  effconv train --model EffResNet20 --data ../shared/data/cifar10-train --epochs 30 --output runs/eff20
+  effconv evaluate runs/eff20/best.keras --data tfds:cifar10:test
+  effconv export runs/eff20/best.keras --format tflite --output eff20.tflite
+Run `effconv COMMAND --help` for the options of each command."""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog):
+        super().__init__(prog, max_help_position=32)
+
+
+def _load_bench():
+    """(add_arguments, run) of keras_effconv.cli.bench; raises ImportError/AttributeError if unusable."""
+    module = importlib.import_module("keras_effconv.cli.bench")
+    return module, module.add_arguments, module.run
+
+
+def _add_bench(subparsers, bench=None):
+    if bench is None:  # listed in `effconv --help`; the module is imported only for `effconv bench ...`
+        subparsers.add_parser("bench", help=BENCH_HELP, add_help=False)
+        return
+    module, add_arguments, run = bench
+    parser = subparsers.add_parser(
+        "bench", help=BENCH_HELP, description=getattr(module, "DESCRIPTION", None) or module.__doc__,
+        formatter_class=_Formatter,
+    )
+    add_arguments(parser)
+    parser.set_defaults(_run=run)
+
+
+def build_parser(bench=None):
+    from keras_effconv import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="effconv", description=DESCRIPTION, epilog=EPILOG, formatter_class=_Formatter
+    )
+    parser.add_argument("--version", action="version", version=f"keras_effconv {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name in COMMANDS:
+        module = importlib.import_module(module_name)
+        sub = subparsers.add_parser(name, help=module.HELP, description=module.DESCRIPTION, formatter_class=_Formatter)
+        module.add_arguments(sub)
+        sub.set_defaults(_run=module.run)
+    _add_bench(subparsers, bench)
+    return parser
+
+
+def _command(argv):
+    for token in argv:
+        if not token.startswith("-"):
+            return token
+    return None
+
+
+def main(argv=None):
+    """Run `effconv` with `argv` (default sys.argv[1:]); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    bench = None
+    if _command(argv) == "bench":
+        try:
+            bench = _load_bench()
+        except Exception as error:  # noqa: BLE001 - any import problem makes bench unavailable
+            print(f"effconv bench: error: the bench command is unavailable (cannot import "
+                  f"keras_effconv.cli.bench: {type(error).__name__}: {error})", file=sys.stderr)
+            return 2
+    parser = build_parser(bench)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, usage errors
+        return exit_.code if isinstance(exit_.code, int) else 2
+    from keras_effconv.data import DataError
+
+    try:
+        return int(args._run(args) or 0)
+    except (DataError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as error:
+        if args.debug:
+            raise
+        print(f"effconv {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"effconv {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

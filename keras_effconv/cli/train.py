@@ -1,0 +1,128 @@
+"""`effconv train`: train a registered model on a data spec, with checkpoints and resume."""
+
+from keras_effconv.cli.common import add_data_arguments
+from keras_effconv.cli.common import fraction_arg
+from keras_effconv.cli.common import positive_int
+
+HELP = "train a registered model (checkpoints, logs, resume after interruption)"
+DESCRIPTION = """Train MODEL on DATA. Writes to --output:
+  best.keras, last.keras   checkpoints (written atomically; best = highest val_accuracy)
+  log.csv                  per-epoch metrics (CSVLogger)
+  tensorboard/             TensorBoard logs (tensorboard --logdir OUTPUT/tensorboard)
+  backup/                  BackupAndRestore state while the run is unfinished
+  run.json                 configuration, class names, input shape and final metrics
+Run the same command again after an interruption (Ctrl-C, kill, crash) to resume at the first
+unfinished epoch. Models take raw RGB pixels in [0, 255] (a rescaling layer is part of the model).
+Without --data, trains on a generated synthetic shapes dataset (offline).
+
+examples:
+  effconv train --model DemoCNN --epochs 5
+  effconv train --model ResNet50 --data ../shared/data/cifar10-train --val-split 0.1 \\
+      --epochs 30 --batch-size 128 --optimizer sgd --lr 0.1 --label-smoothing 0.1 --output runs/r50
+  effconv train --model MobileNetV2 --data tfds:cifar10 --data-dir ~/tensorflow_datasets \\
+      --image-size 96,96 --augment randaugment --mixup 0.2 --optimizer adamw --weight-decay 0.05
+  effconv train --model DemoCNN --strategy mirrored --virtual-devices 2   # 2 replicas on one CPU"""
+
+
+def add_arguments(parser):
+    parser.add_argument("--model", default="DemoCNN", help="model name (default: %(default)s); see `effconv summary --list`")
+    parser.add_argument("--output", default="effconv-run", metavar="DIR", help="output folder (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --output")
+    data = add_data_arguments(parser, required=False, default="synthetic")
+    data.add_argument("--split", default="train", help="TFDS split to train on (default: %(default)s)")
+    data.add_argument("--val-split", type=fraction_arg, default=0.1, metavar="F",
+                      help="carve this fraction of the training data out, deterministically, for validation "
+                      "(every 1/F-th example; default: %(default)s; 0 disables)")
+    data.add_argument("--val-data", metavar="SPEC", help="a separate validation data spec (instead of --val-split)")
+    data.add_argument("--classes", type=positive_int, help="number of classes (default: from the data)")
+    data.add_argument("--augment", choices=("none", "basic", "randaugment"), default="basic",
+                      help="basic: RandomFlip + RandomTranslation; randaugment: basic + keras.layers.RandAugment "
+                      "(default: %(default)s)")
+    data.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA", help="keras.layers.MixUp alpha (0: off)")
+    data.add_argument("--cutmix", type=float, default=0.0, metavar="FACTOR", help="keras.layers.CutMix factor (0: off)")
+    data.add_argument("--no-cache", dest="cache", action="store_false", help="don't cache decoded images in memory")
+    data.add_argument("--shuffle-buffer", type=positive_int, default=10000, help="shuffle buffer (default: %(default)s)")
+    opt = parser.add_argument_group("optimization")
+    opt.add_argument("--epochs", type=positive_int, default=10, help="epochs (default: %(default)s)")
+    opt.add_argument("--steps-per-epoch", type=positive_int, help="cap the steps per epoch (quick runs)")
+    opt.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
+                     help="sgd (Nesterov momentum 0.9) or adamw (default: %(default)s)")
+    opt.add_argument("--lr", type=float, help="peak learning rate (default: 0.1*batch/256 for sgd, 1e-3 for adamw)")
+    opt.add_argument("--warmup-epochs", type=float, default=1.0,
+                     help="linear warmup epochs before the cosine decay to 0 (default: %(default)s)")
+    opt.add_argument("--weight-decay", type=float, default=None,
+                     help="decoupled weight decay, not on biases/BN (default: 5e-4 sgd, 0.05 adamw)")
+    opt.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing (default: 0)")
+    opt.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
+    opt.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    dist = parser.add_argument_group("distribution")
+    dist.add_argument("--strategy", choices=("default", "mirrored", "multi-worker"), default="default",
+                      help="tf.distribute strategy: mirrored = all local GPUs (or logical CPUs); multi-worker = "
+                      "MultiWorkerMirroredStrategy, cluster from TF_CONFIG (default: %(default)s)")
+    dist.add_argument("--virtual-devices", type=positive_int, metavar="N",
+                      help="split the CPU into N logical devices (try --strategy mirrored without GPUs)")
+    parser.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
+
+
+def config_from_args(args):
+    from keras_effconv import training
+
+    weight_decay = args.weight_decay
+    if weight_decay is None:
+        weight_decay = 0.05 if args.optimizer == "adamw" else 5e-4
+    return training.TrainConfig(
+        model=args.model,
+        data=args.data,
+        output=args.output,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        weight_decay=weight_decay,
+        warmup_epochs=args.warmup_epochs,
+        label_smoothing=args.label_smoothing,
+        augment=args.augment,
+        mixup=args.mixup,
+        cutmix=args.cutmix,
+        val_split=args.val_split,
+        val_data=args.val_data,
+        image_size=args.image_size,
+        classes=args.classes,
+        strategy=args.strategy,
+        split=args.split,
+        data_dir=args.data_dir,
+        download=args.download,
+        cache=args.cache,
+        shuffle_buffer=args.shuffle_buffer,
+        steps_per_epoch=args.steps_per_epoch,
+        seed=args.seed,
+        jit_compile=args.jit_compile,
+        verbose=2 if args.quiet else "auto",
+        overwrite=args.overwrite,
+    )
+
+
+def setup_devices(count):
+    if not count:
+        return
+    from keras_effconv import training
+
+    try:
+        training.configure_virtual_devices(count)
+    except RuntimeError as error:
+        raise ValueError(f"--virtual-devices must be set before TensorFlow starts: {error}") from None
+
+
+def run(args):
+    setup_devices(args.virtual_devices)
+    from keras_effconv import training
+
+    config = config_from_args(args)
+    result = training.train(config)
+    best = f"epoch {result.best_epoch + 1}" if result.best_epoch is not None else "n/a"
+    print()
+    print(f"Finished {config.model}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(result.metrics.items())))
+    print(f"  best checkpoint ({best}): {result.best_path}")
+    print(f"  last checkpoint:          {result.last_path}")
+    print(f"  logs: {result.output}/log.csv, {result.output}/tensorboard")
+    return 0
