@@ -70,7 +70,16 @@ def in_xla_context():
 
 
 def enable_custom_ops(enabled=True):
-    """Let the TF runtime path use the C++ op library (see `keras_effconv.ops.custom`)."""
+    """Let the TF runtime path use the C++ op library (see `keras_effconv.ops.custom`).
+
+    Enabling builds/loads the library and raises `CustomOpsError` saying why if it cannot. Off by
+    default: on this machine kind the fused SIC step is ~1.3x faster than the composite path, below
+    the 1.5x that would justify a non-portable default. Exports always use the composite path.
+    """
+    if enabled:
+        from keras_effconv.ops import custom
+
+        custom.load_custom_ops()
     _state.custom_ops = bool(enabled)
 
 

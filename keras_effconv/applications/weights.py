@@ -31,7 +31,6 @@ import os
 import shutil
 import tempfile
 import urllib.parse
-import warnings
 
 import keras
 

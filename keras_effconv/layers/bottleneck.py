@@ -7,6 +7,7 @@ graph has no Shape/Pack ops.
 """
 
 import keras
+import tensorflow as tf
 
 from keras_effconv.layers import _common
 from keras_effconv.layers.intra_channel import IntraChannelConv2DTranspose
@@ -41,7 +42,10 @@ class SpatialBottleneck(_ProjectedBlock):
         y = self.activation(self._project(self.down(inputs), self.projection, self.batchnorm, training))
         y = self.up(y)
         height, width = inputs.shape[1], inputs.shape[2]
-        if (height is not None and height % self.factor) or (width is not None and width % self.factor):
+        if height is None or width is None:  # unknown size: crop to the dynamic input size
+            shape = tf.shape(inputs)
+            y = y[:, :shape[1], :shape[2], :]
+        elif height % self.factor or width % self.factor:  # static crop: no Shape op in TFLite
             y = y[:, :height, :width, :]
         return y
 

@@ -115,9 +115,25 @@ class SIConv2D(_ProjectedBlock):
         bns = self.batchnorms or [None] * self.depth
         return zip(self.intras, self.projections, bns)
 
+    def _fusable(self, i, projection, bn, training):
+        """Inference identity steps with a dense projection, BN and ReLU run as one C++ op."""
+        return (
+            not training and bn is not None and (i > 0 or self.first_shortcut) and projection.topology.window ==
+            projection.topology.in_channels and self.activation is keras.activations.relu
+            and self.dilation_rate == (1, 1) and self.kernel_size[0] == self.kernel_size[1]
+            and self.kernel_size[0] % 2 == 1 and impl.resolve(self.implementation) == "custom"
+        )
+
     def call(self, inputs, training=None):
         x = inputs
         for i, (intra, projection, bn) in enumerate(self._steps()):
+            if self._fusable(i, projection, bn, training):
+                from keras_effconv.ops import custom
+
+                scale, bias = _common.batchnorm_scale_bias(bn, self.compute_dtype)
+                x = custom.fused_sic_step(x, intra.kernel[:, :, :, 0], projection.dense_kernel_tensor()[0, 0],
+                                          scale, bias)
+                continue
             y = self._project(intra(x), projection, bn, training)
             x = self.activation(x + y if (i > 0 or self.first_shortcut) else y)
         return x

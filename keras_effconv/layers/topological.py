@@ -60,9 +60,13 @@ class TopologicalConv2D(keras.layers.Layer):
         """Fraction of input channels each output channel sees (1.0 = dense)."""
         return self.topology.connection_ratio
 
+    def dense_kernel_tensor(self):
+        """The equivalent masked dense kernel [kh, kw, C_in, filters] as a tensor."""
+        return ops.dense_kernel(self.topology, tf.convert_to_tensor(self.kernel))
+
     def dense_kernel(self):
         """The equivalent masked dense kernel [kh, kw, C_in, filters] (numpy)."""
-        return np.asarray(ops.dense_kernel(self.topology, tf.convert_to_tensor(self.kernel)))
+        return np.asarray(self.dense_kernel_tensor())
 
     def convolve(self, inputs, scale=None, bias=None, path=None):
         """The convolution with per-output `scale` folded into the kernel and `bias` added.
@@ -73,11 +77,19 @@ class TopologicalConv2D(keras.layers.Layer):
         if scale is not None:
             kernel = kernel * scale
         path = path or impl.resolve(self.implementation)
-        run = ops.conv_reference if path == "reference" else ops.conv_fast
-        y = run(inputs, self.topology, kernel, self.strides, self.padding, self.dilation_rate)
+        if path == "custom" and self._pointwise():
+            from keras_effconv.ops import custom
+
+            y = custom.topological_projection(inputs, kernel[0, 0], self.topology.index.astype("int32"))
+        else:
+            run = ops.conv_reference if path == "reference" else ops.conv_fast
+            y = run(inputs, self.topology, kernel, self.strides, self.padding, self.dilation_rate)
         if self.use_bias:
             y = y + tf.cast(self.bias, y.dtype) * (1 if scale is None else scale)
         return y if bias is None else y + bias
+
+    def _pointwise(self):
+        return self.kernel_size == (1, 1) and self.strides == (1, 1) and self.dilation_rate == (1, 1)
 
     def call(self, inputs):
         return self.convolve(inputs)

@@ -49,7 +49,9 @@ def depthwise_reference(x, kernel, strides=1, padding="same", dilation_rate=1):
 def depthwise_tf(x, kernel, strides=1, padding="same", dilation_rate=1):
     sh, sw = _pair(strides)
     if max(sh, sw) > 1 and max(_pair(dilation_rate)) > 1:
-        # tf.nn.depthwise_conv2d refuses strides and dilation together.
+        # tf.nn.depthwise_conv2d refuses strides and dilation together; shift-and-add needs static sizes.
+        if None in x.shape[1:3]:
+            return depthwise_reference(x, kernel, strides, padding, dilation_rate)
         return depthwise_xla(x, kernel, strides, padding, dilation_rate)
     return tf.nn.depthwise_conv2d(
         x, kernel, strides=(1, sh, sw, 1), padding=padding.upper(), dilations=_pair(dilation_rate)
@@ -58,6 +60,8 @@ def depthwise_tf(x, kernel, strides=1, padding="same", dilation_rate=1):
 
 def depthwise_xla(x, kernel, strides=1, padding="same", dilation_rate=1):
     """Shift-and-add: out = sum_(a,b) w[a,b,:] * x_padded[a*d :: s, b*d :: s, :]."""
+    if None in x.shape[1:3]:  # the slices need static sizes (e.g. a trace with relaxed shapes)
+        return depthwise_tf(x, kernel, strides, padding, dilation_rate)
     kh, kw = kernel.shape[0], kernel.shape[1]
     sh, sw = _pair(strides)
     dh, dw = _pair(dilation_rate)

@@ -24,7 +24,7 @@ def test_header_sizes(tmp_path):
     for fmt in ("png", "jpg"):
         path = str(tmp_path / f"x.{fmt}")
         write_image(path, 13, 21, seed=0, fmt=fmt)
-        assert data._image_size_from_header(path) == (13, 21)
+        assert data.sources._image_size_from_header(path) == (13, 21)
 
 
 def test_tfrecord_source_and_split(tfrecord_dir):
@@ -121,7 +121,7 @@ def test_in_pipeline_label_check():
         dataset=tf.data.Dataset.from_tensor_slices((np.zeros((3, 4, 4, 3), "uint8"), np.array([0, 1, 9], "int32"))),
         description="test data", num_examples=3, num_classes=3, image_shape=(4, 4, 3),
     )
-    source.dataset = source.dataset.map(data._label_range_check(3, "test data"))
+    source.dataset = source.dataset.map(data.sources._label_range_check(3, "test data"))
     with pytest.raises(data.DataError, match=r"label out of range \[0, 3\) in test data"):
         with data.data_errors():
             list(source.dataset)
