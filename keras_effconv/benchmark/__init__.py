@@ -1,0 +1,15 @@
+"""Benchmarks: Eff models vs their keras.applications twins (`effconv bench`), and per-layer
+reference / fast / dense comparisons (`tools/bench_layers.py`).
+
+Heavy imports (TensorFlow, the layers, the registry) happen inside the functions, so importing this
+package is cheap.
+"""
+
+from keras_effconv.benchmark.models import DEFAULT_MODELS
+from keras_effconv.benchmark.models import PAIRS
+from keras_effconv.benchmark.models import ModelBenchConfig
+from keras_effconv.benchmark.models import format_model_report
+from keras_effconv.benchmark.models import plot_models
+from keras_effconv.benchmark.models import run_model_benchmark
+from keras_effconv.benchmark.timing import Timing
+from keras_effconv.benchmark.timing import measure

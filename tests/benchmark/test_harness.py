@@ -1,0 +1,244 @@
+"""Harness logic of `effconv bench` and tools/bench_layers.py: tiny models, a couple of runs, the
+JSON schema. Nothing here asserts on timings."""
+
+import argparse
+import json
+import types
+
+import keras
+import numpy as np
+import pytest
+
+from keras_effconv import implementation as impl
+from keras_effconv.benchmark import layers as layer_bench
+from keras_effconv.benchmark import models as model_bench
+from keras_effconv.benchmark import report
+from keras_effconv.benchmark import timing
+from keras_effconv.cli import bench as cli_bench
+
+TIMING_KEYS = {"median_ms", "p90_ms", "mean_ms", "min_ms", "max_ms", "runs", "warmup", "first_call_s", "samples_ms"}
+
+
+# ---------------------------------------------------------------- timing and formatting
+
+
+def test_timing_from_samples_statistics():
+    t = timing.Timing.from_samples([0.001 * v for v in range(1, 11)], warmup=2, first_call_s=0.5)
+    assert t.median_ms == pytest.approx(5.5)
+    assert t.p90_ms == pytest.approx(np.percentile(np.arange(1, 11), 90))
+    assert (t.min_ms, t.max_ms, t.runs, t.warmup) == (pytest.approx(1.0), pytest.approx(10.0), 10, 2)
+    assert set(t.to_dict()) == TIMING_KEYS
+
+
+def test_measure_counts_calls_and_validates():
+    calls = []
+    t = timing.measure(lambda: calls.append(1), runs=4, warmup=3)
+    assert len(calls) == 7 and t.runs == 4 and len(t.samples_ms) == 4
+    with pytest.raises(ValueError, match="runs"):
+        timing.measure(lambda: None, runs=0)
+    with pytest.raises(ValueError, match="warmup"):
+        timing.measure(lambda: None, runs=1, warmup=0)
+    with pytest.raises(ValueError, match="samples_s"):
+        timing.Timing.from_samples([])
+
+
+def test_format_table_aligns_columns():
+    text = report.format_table(["Model", "ms"], [["A", "1.00"], ["LongName", "123.45"]])
+    lines = text.splitlines()
+    assert len({len(line) for line in lines}) == 1  # all rows padded to the same width
+    assert lines[2].startswith("A ") and lines[2].endswith("  1.00")
+    with pytest.raises(ValueError, match="cells"):
+        report.format_table(["a", "b"], [["only one"]])
+
+
+def test_ratio_and_json_handle_missing_values():
+    assert report.ratio(4, 2) == 2.0
+    assert report.ratio(None, 2) is None and report.ratio(1, 0) is None
+    assert json.loads(report.to_json_text({"x": float("nan"), "t": (1, 2)})) == {"x": None, "t": [1, 2]}
+
+
+# ---------------------------------------------------------------- model benchmark
+
+
+def _tiny(width):
+    def factory(weights=None, input_shape=(32, 32, 3), classes=10):
+        assert weights is None
+        inputs = keras.Input(input_shape)
+        x = keras.layers.Conv2D(width, 3, strides=2, padding="same", activation="relu")(inputs)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        return keras.Model(inputs, keras.layers.Dense(classes, activation="softmax")(x))
+
+    return factory
+
+
+def _broken(**kwargs):
+    raise RuntimeError("cannot build")
+
+
+FACTORIES = {"Tiny": _tiny(8), "EffTiny": _tiny(4), "EffBroken": _broken}
+
+
+def _build(name, **kwargs):
+    return FACTORIES[name](**kwargs)
+
+
+def _config(**overrides):
+    values = dict(
+        models=("EffTiny", "EffBroken", "EffGhost"),
+        image_size=32,
+        batches=(1, 2),
+        litert_batches=(1,),
+        train_image_size=32,
+        train_batch=4,
+        runs=2,
+        warmup=1,
+        train_runs=2,
+    )
+    values.update(overrides)
+    return model_bench.ModelBenchConfig(**values)
+
+
+def test_plan_pairs_twins_and_skips_unregistered():
+    to_run, skipped = model_bench.plan(_config(models=("EffTiny", "EffGhost", "Tiny")), list(FACTORIES))
+    assert to_run == [("EffTiny", "eff", "Tiny"), ("Tiny", "reference", None)]
+    assert [name for name, _ in skipped] == ["EffGhost"]
+    assert model_bench.twin_of("EffResNet50") == "ResNet50"
+    assert model_bench.columns(_config()) == [
+        ("tf_b1", "TF b1"), ("xla_b1", "XLA b1"), ("litert_b1", "LiteRT b1"),
+        ("tf_b2", "TF b2"), ("xla_b2", "XLA b2"), ("train_b4", "Train b4@32 (TF)"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def model_result():
+    messages = []
+    result = model_bench.run_model_benchmark(_config(), build=_build, available=list(FACTORIES), log=messages.append)
+    result["_log"] = messages
+    return result
+
+
+def test_model_benchmark_json_schema(model_result, tmp_path):
+    path = report.write_json({k: v for k, v in model_result.items() if k != "_log"}, str(tmp_path / "bench.json"))
+    data = json.loads(open(path).read())
+    assert data["schema"] == model_bench.SCHEMA
+    for key in ("cpu_count", "tensorflow", "keras", "ai_edge_litert", "threads", "load_average_at_start"):
+        assert key in data["machine"]
+    assert data["config"]["runs"] == 2 and data["config"]["image_size"] == 32
+    by_name = {e["model"]: e for e in data["results"]}
+    assert set(by_name) == {"EffTiny", "Tiny", "EffBroken"}
+    assert [s["model"] for s in data["skipped"]] == ["EffGhost"]
+    assert by_name["EffBroken"]["status"] == "error" and "cannot build" in by_name["EffBroken"]["error"]
+    for name in ("EffTiny", "Tiny"):
+        entry = by_name[name]
+        assert entry["status"] == "ok" and entry["params"] > 0
+        assert entry["macs"] is None or entry["macs"] > 0
+        assert entry["litert_builtins_only"] is True
+        for key, _ in data["columns"]:
+            cell = entry["timings"][key]
+            assert set(cell) == TIMING_KEYS, (name, key, cell)
+            assert cell["median_ms"] > 0 and cell["p90_ms"] >= cell["median_ms"] * 0.999
+    assert by_name["EffTiny"]["timings"]["train_b4"]["runs"] == 2
+    ratios = data["ratios"]["EffTiny"]
+    assert ratios["twin"] == "Tiny" and ratios["params_reduction"] > 1
+    assert set(ratios["speedup"]) == {key for key, _ in data["columns"]}
+
+
+def test_model_report_prints_every_model_and_skip(model_result):
+    text = model_bench.format_model_report(model_result)
+    for needle in ("Latency, median ms", "Latency, p90 ms", "EffTiny vs Tiny", "EffGhost", "cannot build",
+                   "Train b4@32 (TF)"):
+        assert needle in text
+    assert any("EffGhost" in m for m in model_result["_log"])
+
+
+def test_plot_or_install_hint(model_result, tmp_path):
+    path = model_bench.plot_models(model_result, str(tmp_path / "plot.png"))
+    if report.import_pyplot() is None:
+        assert path is None and "pip install" in report.PLOT_HINT
+    else:
+        assert (tmp_path / "plot.png").stat().st_size > 0
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="runtimes"):
+        _config(runtimes=("tf", "gpu")).validate()
+    with pytest.raises(ValueError, match="batches"):
+        _config(batches=(0,)).validate()
+
+
+def test_cli_arguments_build_the_config():
+    parser = cli_bench.add_arguments(argparse.ArgumentParser())
+    quick = cli_bench.config_from_args(parser.parse_args(["--quick"]))
+    assert quick.quick and quick.batches == (1,) and quick.runs < 10
+    assert quick.train_image_size < 128 and quick.models == model_bench.DEFAULT_MODELS
+    full = cli_bench.config_from_args(
+        parser.parse_args(["--models", "EffVGG16", "--batches", "1,8", "--runtimes", "tf,train",
+                           "--train-image-size", "96", "--runs", "12"])
+    )
+    assert full.models == ("EffVGG16",) and full.batches == (1, 8) and full.litert_batches == (1, 8)
+    assert full.runtimes == ("tf", "train") and full.train_image_size == 96 and full.runs == full.train_runs == 12
+    assert cli_bench.run(parser.parse_args(["--runtimes", "tf,cuda"])) == 2
+
+
+# ---------------------------------------------------------------- layer benchmark
+
+
+class FakeEffConv(keras.layers.Layer):
+    """Stands in for a keras_effconv layer: two paths that agree, and `compute_macs`."""
+
+    def __init__(self, filters, implementation="auto", **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.implementation = impl.validate_policy(implementation)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=(input_shape[-1], self.filters), name="kernel")
+
+    def call(self, x, training=None):
+        if impl.resolve(self.implementation) == "reference":
+            return keras.ops.einsum("bhwc,cf->bhwf", x, self.kernel)
+        return keras.ops.matmul(x, self.kernel)
+
+    def compute_macs(self, input_shape):
+        return int(np.prod(input_shape[1:])) * self.filters // 2  # pretend: half the dense MACs
+
+
+FAKE_LAYERS = types.SimpleNamespace(FakeEffConv=FakeEffConv)
+FAKE_CASES = (
+    layer_bench.LayerCase("Fake 1x1", "FakeEffConv", lambda c: dict(filters=c), 1),
+    layer_bench.LayerCase("Fake bad arg", "FakeEffConv", lambda c: dict(filters=c, nonsense=1), 1),
+    layer_bench.LayerCase("Not there", "NotThereConv2D", lambda c: dict(filters=c), 3),
+)
+
+
+def test_layer_benchmark_runs_skips_and_reports(tmp_path):
+    config = layer_bench.LayerBenchConfig(shapes=((8, 8, 8),), batch=2, runs=2, reference_runs=1, warmup=1)
+    logs = []
+    result = layer_bench.run_layer_benchmark(config, cases=FAKE_CASES, layers_module=FAKE_LAYERS, log=logs.append)
+    data = json.loads(report.to_json_text(result))
+    assert data["schema"] == layer_bench.SCHEMA
+    assert [r["case"] for r in data["results"]] == ["Fake 1x1"]
+    skipped = {s["case"]: s["message"] for s in data["skipped"]}
+    assert "NotThereConv2D" in skipped["Not there"] and "not supported" in skipped["Fake bad arg"]
+    entry = data["results"][0]
+    assert entry["macs"] == 8 * 8 * 8 * 8 // 2 and entry["dense_macs"] == 8 * 8 * 8 * 8
+    assert entry["ratios"]["mac_ratio"] == pytest.approx(2.0)
+    for variant in layer_bench.VARIANTS:
+        for runtime in layer_bench.RUNTIMES:
+            assert set(entry["timings"][variant][runtime]) >= TIMING_KEYS, (variant, runtime)
+    assert entry["timings"]["reference"]["tf"]["runs"] == 1 and entry["timings"]["fast"]["tf"]["runs"] == 2
+    for runtime in layer_bench.RUNTIMES:
+        assert entry["fast_vs_reference_error"][runtime] < 1e-4  # same weights, same maths
+        assert entry["ratios"]["per_runtime"][runtime]["efficiency"] > 0
+    text = layer_bench.format_layer_report(result)
+    assert "Fake 1x1" in text and "NotThereConv2D" in text and "MAC ratio" in text
+
+
+def test_layer_cases_table_is_well_formed():
+    names = [c.name for c in layer_bench.CASES]
+    assert len(names) == len(set(names))
+    for case in layer_bench.CASES:
+        kwargs = case.kwargs(256)
+        assert "implementation" not in kwargs and case.dense_kernel in (1, 3)
+    config = layer_bench.LayerBenchConfig(cases=("topological",))
+    assert all(c.class_name == "TopologicalConv2D" for c in layer_bench.selected_cases(config))
