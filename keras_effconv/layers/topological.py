@@ -68,31 +68,21 @@ class TopologicalConv2D(keras.layers.Layer):
         """The equivalent masked dense kernel [kh, kw, C_in, filters] (numpy)."""
         return np.asarray(self.dense_kernel_tensor())
 
-    def convolve(self, inputs, scale=None, bias=None, path=None):
-        """The convolution with per-output `scale` folded into the kernel and `bias` added.
-
-        Used by SIConv2D/SpatialBottleneck to fold inference BatchNorm into the projection.
-        """
+    def call(self, inputs):
         kernel = tf.cast(self.kernel, self.compute_dtype)
-        if scale is not None:
-            kernel = kernel * scale
-        path = path or impl.resolve(self.implementation)
+        path = impl.resolve(self.implementation)
         if path == "custom" and self._pointwise():
             from keras_effconv.ops import custom
 
             y = custom.topological_projection(inputs, kernel[0, 0], self.topology.index.astype("int32"))
+        elif path == "reference":
+            y = ops.conv_reference(inputs, self.topology, kernel, self.strides, self.padding, self.dilation_rate)
         else:
-            run = ops.conv_reference if path == "reference" else ops.conv_fast
-            y = run(inputs, self.topology, kernel, self.strides, self.padding, self.dilation_rate)
-        if self.use_bias:
-            y = y + tf.cast(self.bias, y.dtype) * (1 if scale is None else scale)
-        return y if bias is None else y + bias
+            y = ops.conv_fast(inputs, self.topology, kernel, self.strides, self.padding, self.dilation_rate, path)
+        return y + tf.cast(self.bias, y.dtype) if self.use_bias else y
 
     def _pointwise(self):
         return self.kernel_size == (1, 1) and self.strides == (1, 1) and self.dilation_rate == (1, 1)
-
-    def call(self, inputs):
-        return self.convolve(inputs)
 
     def compute_output_shape(self, input_shape):
         n, h, w, _ = input_shape

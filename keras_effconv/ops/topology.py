@@ -198,12 +198,33 @@ def conv_reference(x, topology, compact, strides, padding, dilation_rate):
     return tf.nn.conv2d(x, dense_kernel(topology, compact), strides, padding.upper(), dilations=dilation_rate)
 
 
-def conv_fast(x, topology, compact, strides, padding, dilation_rate):
+def _grouped_pointwise(x, kernel, strides):
+    """A grouped 1x1 conv as one batched matmul: XLA on CPU runs grouped convolutions ~2.5x slower
+    than the equivalent einsum (measured 1.07 vs 0.40 ms at 56x56x256 -> 64, 4 groups)."""
+    sh, sw = strides
+    if (sh, sw) != (1, 1):
+        x = x[:, ::sh, ::sw, :]
+    rows, filters = kernel.shape[2], kernel.shape[3]
+    groups = x.shape[-1] // rows
+    grouped = tf.reshape(x, [-1, x.shape[1], x.shape[2], groups, rows])
+    y = tf.einsum("nhwgr,rgf->nhwgf", grouped, tf.reshape(kernel, [rows, groups, filters // groups]))
+    return tf.reshape(y, [-1, x.shape[1], x.shape[2], filters])
+
+
+def conv_fast(x, topology, compact, strides, padding, dilation_rate, path="tf"):
     """Sum of grouped convolutions (see module docstring); exact, cost ~ connections kept."""
     y = None
+    pointwise_xla = (
+        path == "xla" and compact.shape[:2] == (1, 1) and topology.per_block < topology.in_channels
+        and None not in x.shape[1:3] and tuple(dilation_rate) == (1, 1)
+    )
     for channel_op, kernel_op in topology.terms:
         kernel = _term_kernel(compact, kernel_op, topology.per_block)
-        out = tf.nn.conv2d(_apply_channel_op(x, channel_op), kernel, strides, padding.upper(), dilations=dilation_rate)
+        xi = _apply_channel_op(x, channel_op)
+        if pointwise_xla:
+            out = _grouped_pointwise(xi, kernel, strides)
+        else:
+            out = tf.nn.conv2d(xi, kernel, strides, padding.upper(), dilations=dilation_rate)
         y = out if y is None else y + out
     if topology.out_perm is not None:
         y = tf.gather(y, tf.constant(topology.out_perm, tf.int32), axis=-1)

@@ -165,14 +165,3 @@ def test_topology_matches_ops():
     layer = TopologicalConv2D(8, 1, (4, 4), (2, 3))
     layer.build((None, 4, 4, 16))
     np.testing.assert_array_equal(layer.topology.mask(), tp.Topology((4, 4), (2, 3), 16, 8).mask())
-
-
-def test_convolve_folds_scale_and_bias():
-    """convolve(x, scale, bias) == (conv(x) + layer bias) * scale + bias (the BatchNorm folding helper)."""
-    layer = TopologicalConv2D(8, 3, (4, 4), (2, 2), use_bias=True, bias_initializer="random_normal")
-    x = helpers.random_input((2, 6, 6, 16))
-    y = layer(x)
-    scale = tf.constant(helpers.random_input((8,), seed=4))
-    bias = tf.constant(helpers.random_input((8,), seed=5))
-    for path in ("reference", "tf"):
-        np.testing.assert_allclose(layer.convolve(x, scale, bias, path=path), y * scale + bias, rtol=1e-5, atol=1e-5)
