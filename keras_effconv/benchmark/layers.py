@@ -12,6 +12,7 @@ or argument the package does not have (yet) is skipped with a message. Run via t
 import contextlib
 import dataclasses
 import gc
+import inspect
 import time
 
 import numpy as np
@@ -63,6 +64,17 @@ CASES = (
     LayerCase("SIConv2D 3x3 depth=2", "SIConv2D", lambda c: dict(filters=c, kernel_size=3, depth=2), 3),
     LayerCase("SpatialBottleneck f=2 3x3", "SpatialBottleneck", lambda c: dict(filters=c, factor=2, kernel_size=3), 3),
     LayerCase("EffConv2D 3x3 (default)", "EffConv2D", lambda c: dict(filters=c, kernel_size=3), 3),
+    # The field's other efficient convolutions, block for block against the same 3x3 (or 1x1) conv.
+    LayerCase("DepthwiseSeparableBlock 3x3", "DepthwiseSeparableBlock", lambda c: dict(filters=c), 3),
+    LayerCase("FactorizedConv2D CP r=C/4 mobilenet", "FactorizedConv2D",
+              lambda c: dict(filters=c, kernel_size=3, rank=c // 4, factorization="cp", implementation="mobilenet"), 3),
+    LayerCase("FactorizedConv2D Tucker C/4", "FactorizedConv2D",
+              lambda c: dict(filters=c, kernel_size=3, rank=(c // 4, c // 4), factorization="tucker",
+                             implementation="factorized"), 3),
+    LayerCase("DecoupledConv2D M=2C", "DecoupledConv2D", lambda c: dict(filters=c, kernel_size=3, intermediate_channels=2 * c), 3),
+    LayerCase("StructuredConv2D (C/2, 2)", "StructuredConv2D", lambda c: dict(filters=c, kernel_size=3, structure=(c // 2, 2)), 3),
+    LayerCase("DepthwiseSeparableChannelWiseConv", "DepthwiseSeparableChannelWiseConv", lambda c: dict(kernel_size=3), 3),
+    LayerCase("GroupChannelWiseConv g=2", "GroupChannelWiseConv", lambda c: dict(groups=2), 1),
 )
 
 
@@ -112,14 +124,10 @@ def make_layer(case, channels, implementation, layers_module=None):
     if cls is None:
         raise Skip(f"keras_effconv.layers has no {case.class_name} yet")
     kwargs = case.kwargs(channels)
-    try:
-        return cls(**kwargs, implementation=implementation)
-    except TypeError as error:
-        if "implementation" not in str(error):
-            raise Skip(f"{case.class_name}({_kwargs_text(kwargs)}) not supported: {error}") from None
-    except (ValueError, NotImplementedError) as error:
-        raise Skip(f"{case.class_name}({_kwargs_text(kwargs)}) not supported: {error}") from None
-    # No `implementation` argument: the global policy (set around tracing) chooses the path.
+    if "implementation" not in kwargs and "implementation" in inspect.signature(cls.__init__).parameters:
+        kwargs["implementation"] = implementation
+    # Otherwise the layer has no reference/fast switch (or uses the argument for something else):
+    # the global policy, set around tracing, chooses the path of the package layers it contains.
     try:
         return cls(**kwargs)
     except (TypeError, ValueError, NotImplementedError) as error:
