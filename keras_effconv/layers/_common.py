@@ -27,7 +27,18 @@ def int_tuple(value, n, name, minimum=1):
 def positive_int(value, name):
     if not _is_int(value) or value < 1:
         raise ValueError(f"`{name}` must be a positive int; received {name}={value!r}")
-    return value
+    return int(value)
+
+
+def check_groups(input_shape, groups):
+    """The input channels, known and divisible by `groups` (ValueError otherwise)."""
+    channels = input_shape[-1]
+    if channels is None or channels % groups:
+        raise ValueError(
+            f"The input channels must be known and divisible by groups={groups}; "
+            f"received input_shape={tuple(input_shape)!r}"
+        )
+    return channels
 
 
 def check_padding(padding, allowed=("same", "valid")):

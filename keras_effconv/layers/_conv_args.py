@@ -7,35 +7,12 @@ import keras
 import tensorflow as tf
 
 from keras_effconv import implementation
+from keras_effconv.layers._common import _is_int  # noqa: F401 (re-exported for the layers here)
+from keras_effconv.layers._common import check_padding  # noqa: F401
+from keras_effconv.layers._common import int_tuple  # noqa: F401
+from keras_effconv.layers._common import positive_int  # noqa: F401
 from keras_effconv.ops import intra_channel
 
-PADDINGS = ("same", "valid")
-
-
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def positive_int(value, name):
-    if not _is_int(value) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer; received {name}={value!r}")
-    return int(value)
-
-
-def int_tuple(value, n, name):
-    """An int or a length-`n` sequence of positive ints, as a tuple of `n` ints."""
-    values = (value,) * n if _is_int(value) else value
-    if not isinstance(values, (tuple, list)) or len(values) != n:
-        raise ValueError(f"`{name}` must be an int or a tuple of {n} ints; received {name}={value!r}")
-    if not all(_is_int(v) and v >= 1 for v in values):
-        raise ValueError(f"`{name}` must hold positive integers; received {name}={value!r}")
-    return tuple(int(v) for v in values)
-
-
-def check_padding(padding):
-    if not isinstance(padding, str) or padding.lower() not in PADDINGS:
-        raise ValueError(f"`padding` must be one of {PADDINGS}; received padding={padding!r}")
-    return padding.lower()
 
 
 def check_strides_dilation(strides, dilation_rate):

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_effconv import implementation as impl
+from keras_effconv.layers._common import check_groups
 from keras_effconv.layers._conv_args import int_tuple
 from keras_effconv.layers._conv_args import output_length
 from keras_effconv.layers._conv_args import positive_int
@@ -149,12 +150,7 @@ class GroupChannelWiseConv(keras.layers.Layer):
         self.implementation = _check_implementation(implementation)
 
     def build(self, input_shape):
-        channels = input_shape[-1]
-        if channels is None or channels % self.groups:
-            raise ValueError(
-                f"The input channels must be known and divisible by groups={self.groups}; "
-                f"received input_shape={tuple(input_shape)!r}"
-            )
+        channels = check_groups(input_shape, self.groups)
         self.kernel = self.add_weight(
             name="kernel", shape=(self.kernel_size, 1, self.groups), initializer=self.kernel_initializer
         )

@@ -9,6 +9,7 @@ through XLA on the TF backend, so the grouped case calls `tf.nn.conv2d` with a
 import keras
 import tensorflow as tf
 
+from keras_effconv.layers._common import check_groups
 from keras_effconv.layers._conv_args import int_tuple
 from keras_effconv.layers._conv_args import output_length
 from keras_effconv.layers._conv_args import positive_int
@@ -29,12 +30,7 @@ class GroupPointwiseConv(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def build(self, input_shape):
-        channels = input_shape[-1]
-        if channels is None or channels % self.groups:
-            raise ValueError(
-                f"The input channels must be known and divisible by groups={self.groups}; "
-                f"received input_shape={tuple(input_shape)!r}"
-            )
+        channels = check_groups(input_shape, self.groups)
         self.kernel = self.add_weight(
             name="kernel", shape=(1, 1, channels // self.groups, self.filters), initializer=self.kernel_initializer
         )
@@ -90,12 +86,7 @@ class DepthwiseSeparableBlock(keras.layers.Layer):
         self.pointwise_bn = keras.layers.BatchNormalization(name="pointwise_bn", dtype=self.dtype_policy)
 
     def build(self, input_shape):
-        channels = input_shape[-1]
-        if channels is None or channels % self.groups:
-            raise ValueError(
-                f"The input channels must be known and divisible by groups={self.groups}; "
-                f"received input_shape={tuple(input_shape)!r}"
-            )
+        check_groups(input_shape, self.groups)
         self.depthwise.build(input_shape)
         shape = self.depthwise.compute_output_shape(input_shape)
         self.depthwise_bn.build(shape)
