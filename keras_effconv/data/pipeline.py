@@ -109,6 +109,11 @@ def _check_size(size, description):
     return check
 
 
+def _offset(seed, i):
+    """A distinct seed per augmentation layer: one shared seed would tie their random draws."""
+    return None if seed is None else seed + i
+
+
 def build_augmenter(augment="basic", image_size=None, mixup=0.0, cutmix=0.0, seed=None):
     """A batched ``(images float32 [0,255], one-hot labels) -> same`` function from core Keras layers.
 
@@ -123,16 +128,16 @@ def build_augmenter(augment="basic", image_size=None, mixup=0.0, cutmix=0.0, see
     image_layers = []
     if augment in ("basic", "randaugment"):
         image_layers += [
-            keras.layers.RandomFlip("horizontal", seed=seed),
-            keras.layers.RandomTranslation(0.125, 0.125, fill_mode="reflect", seed=seed),
+            keras.layers.RandomFlip("horizontal", seed=_offset(seed, 0)),
+            keras.layers.RandomTranslation(0.125, 0.125, fill_mode="reflect", seed=_offset(seed, 1)),
         ]
     if augment == "randaugment":
-        image_layers.append(keras.layers.RandAugment(value_range=(0, 255), seed=seed))
+        image_layers.append(keras.layers.RandAugment(value_range=(0, 255), seed=_offset(seed, 2)))
     mixers = []
     if mixup and mixup > 0:
-        mixers.append(keras.layers.MixUp(alpha=mixup, seed=seed))
+        mixers.append(keras.layers.MixUp(alpha=mixup, seed=_offset(seed, 3)))
     if cutmix and cutmix > 0:
-        mixers.append(keras.layers.CutMix(factor=cutmix, seed=seed))
+        mixers.append(keras.layers.CutMix(factor=cutmix, seed=_offset(seed, 4)))
     if not image_layers and not mixers:
         return None
 
