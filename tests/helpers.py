@@ -54,3 +54,13 @@ def assert_trains(model, x, y, jit_compile, loss="mse"):
     assert np.isfinite(history.history["loss"][0])
     changed = [not np.allclose(b, np.array(a)) for b, a in zip(before, model.trainable_weights)]
     assert any(changed), "no trainable weight changed after a training step"
+
+
+def outputs_and_gradients(layer, x, weights):
+    """(outputs, [d loss/d x] + [d loss/d w for w in weights]) for a fixed random projection loss."""
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+        loss = tf.reduce_sum(y * random_input(y.shape, seed=5))
+    return y.numpy(), [g.numpy() for g in tape.gradient(loss, [x] + weights)]

@@ -35,23 +35,14 @@ def _explicit_unrelaxed(conv):
     return layer
 
 
-def _grads(layer, x, weights):
-    x = tf.constant(x)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        y = layer(x)
-        loss = tf.reduce_sum(y * helpers.random_input(y.shape, seed=5))
-    return y.numpy(), [g.numpy() for g in tape.gradient(loss, [x] + weights)]
-
-
 @pytest.mark.parametrize("geometry", GEOMETRY, ids=["s1", "s2", "d21valid", "s12valid"])
 def test_unrelaxed_equals_standard_conv(geometry):
     x = helpers.random_input((2, 9, 10, 4))
     conv = keras.layers.Conv2D(5, (3, 2), bias_initializer="random_normal", **geometry)
     conv.build(x.shape)
     layer = _explicit_unrelaxed(conv)
-    y, (gx, gp, gs, gb) = _grads(layer, x, [layer.pointwise_kernel, layer.spatial_kernel, layer.bias])
-    y_ref, (gx_ref, gk_ref, gb_ref) = _grads(conv, x, [conv.kernel, conv.bias])
+    y, (gx, gp, gs, gb) = helpers.outputs_and_gradients(layer, x, [layer.pointwise_kernel, layer.spatial_kernel, layer.bias])
+    y_ref, (gx_ref, gk_ref, gb_ref) = helpers.outputs_and_gradients(conv, x, [conv.kernel, conv.bias])
     np.testing.assert_allclose(y, y_ref, atol=1e-5)
     np.testing.assert_allclose(gx, gx_ref, atol=1e-4)
     np.testing.assert_allclose(gb, gb_ref, atol=1e-4)
@@ -71,11 +62,11 @@ def test_relaxed_equals_conv_with_equivalent_kernel(intermediate_channels, geome
     x = helpers.random_input((2, 9, 8, 3))
     layer = DecoupledConv2D(5, 3, intermediate_channels=intermediate_channels, bias_initializer="ones", **geometry)
     layer.build(x.shape)
-    y, grads = _grads(layer, x, layer.trainable_weights)
+    y, grads = helpers.outputs_and_gradients(layer, x, layer.trainable_weights)
     conv = keras.layers.Conv2D(5, 3, bias_initializer="ones", **geometry)
     conv.build(x.shape)
     conv.kernel.assign(layer.equivalent_kernel())
-    y_ref, grads_ref = _grads(conv, x, [])
+    y_ref, grads_ref = helpers.outputs_and_gradients(conv, x, [])
     np.testing.assert_allclose(y, y_ref, atol=1e-5)
     np.testing.assert_allclose(grads[0], grads_ref[0], atol=1e-4)
     assert layer.pointwise_kernel.shape == (3, intermediate_channels or 45)

@@ -31,28 +31,19 @@ def _dense_kernel_by_hand(alpha, kernel_shape):
     return kernel
 
 
-def _grads(layer, x, weights):
-    x = tf.constant(x)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        y = layer(x)
-        loss = tf.reduce_sum(y * helpers.random_input(y.shape, seed=5))
-    return y.numpy(), [g.numpy() for g in tape.gradient(loss, [x] + weights)]
-
-
 @pytest.mark.parametrize("kernel_size,structure", STRUCTURES, ids=["3-c4n2", "5-c3n3x2", "3-full", "3x2-c2n1"])
 @pytest.mark.parametrize("geometry", GEOMETRY, ids=["s1", "s2", "d2", "s21valid"])
 def test_sum_pool_execution_equals_dense_conv(kernel_size, structure, geometry):
     x = helpers.random_input((2, 11, 10, 6))
     layer = StructuredConv2D(7, kernel_size, structure, bias_initializer="ones", **geometry)
     layer.build(x.shape)
-    y, (gx, galpha, _) = _grads(layer, x, layer.trainable_weights)
+    y, (gx, galpha, _) = helpers.outputs_and_gradients(layer, x, layer.trainable_weights)
     dense = np.array(layer.dense_kernel())
     np.testing.assert_allclose(dense, _dense_kernel_by_hand(np.array(layer.alpha), dense.shape), atol=1e-6)
     conv = keras.layers.Conv2D(7, kernel_size, bias_initializer="ones", **geometry)
     conv.build(x.shape)
     conv.kernel.assign(dense)
-    y_ref, (gx_ref, gk_ref) = _grads(conv, x, [conv.kernel])
+    y_ref, (gx_ref, gk_ref) = helpers.outputs_and_gradients(conv, x, [conv.kernel])
     np.testing.assert_allclose(y, y_ref, atol=1e-5)
     np.testing.assert_allclose(gx, gx_ref, atol=1e-4)
     # chain rule through W = A alpha: dL/dalpha = A^T dL/dW
