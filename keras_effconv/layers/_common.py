@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_effconv.ops.intra_channel import output_size
 from keras_effconv.ops.topology import Topology
 
 
@@ -84,6 +85,14 @@ def layout_for(topology, channels, step=0):
     if channels % blocks:
         raise ValueError(f"`topology` blocks={blocks} must divide the channels ({channels}); received topology={topology!r}")
     return (blocks, channels // blocks), (band, channels // blocks)
+
+
+def conv_output_shape(input_shape, kernel_size, strides, dilation_rate, padding, channels):
+    """NHWC output shape of a 2-D convolution (unknown spatial sizes stay None)."""
+    n, h, w, _ = input_shape
+    size = [None if s is None else output_size(s, k, st, d, padding)
+            for s, k, st, d in zip((h, w), kernel_size, strides, dilation_rate)]
+    return (n, *size, channels)
 
 
 def batchnorm_scale_bias(bn, dtype):

@@ -68,10 +68,8 @@ class IntraChannelConv2D(_IntraChannelBase):
         return self._finish(y)
 
     def compute_output_shape(self, input_shape):
-        n, h, w, c = input_shape
-        size = [None if s is None else ops.output_size(s, k, st, d, self.padding)
-                for s, k, st, d in zip((h, w), self.kernel_size, self.strides, self.dilation_rate)]
-        return (n, *size, c)
+        return _common.conv_output_shape(input_shape, self.kernel_size, self.strides, self.dilation_rate,
+                                         self.padding, input_shape[-1])
 
     def compute_macs(self, input_shape):
         _, h, w, c = self.compute_output_shape(input_shape)

@@ -139,11 +139,9 @@ class SIConv2D(_ProjectedBlock):
         return x
 
     def compute_output_shape(self, input_shape):
-        shape = input_shape
-        for i in range(self.depth):
-            shape = self._intra("probe", strides=self.strides if i == 0 else 1,
-                                dilation_rate=self.dilation_rate).compute_output_shape(shape)
-        return (*shape[:-1], self.filters)
+        # Only the first step is strided; the "same" steps after it keep the size.
+        return _common.conv_output_shape(input_shape, self.kernel_size, self.strides, self.dilation_rate,
+                                         self.padding, self.filters)
 
     def compute_macs(self, input_shape):
         if not self.built:

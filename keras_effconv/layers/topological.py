@@ -12,7 +12,6 @@ import tensorflow as tf
 from keras_effconv import implementation as impl
 from keras_effconv.layers import _common
 from keras_effconv.ops import topology as ops
-from keras_effconv.ops.intra_channel import output_size
 
 
 @keras.saving.register_keras_serializable(package="keras_effconv")
@@ -85,10 +84,8 @@ class TopologicalConv2D(keras.layers.Layer):
         return self.kernel_size == (1, 1) and self.strides == (1, 1) and self.dilation_rate == (1, 1)
 
     def compute_output_shape(self, input_shape):
-        n, h, w, _ = input_shape
-        size = [None if s is None else output_size(s, k, st, d, self.padding)
-                for s, k, st, d in zip((h, w), self.kernel_size, self.strides, self.dilation_rate)]
-        return (n, *size, self.filters)
+        return _common.conv_output_shape(input_shape, self.kernel_size, self.strides, self.dilation_rate,
+                                         self.padding, self.filters)
 
     def compute_macs(self, input_shape):
         """Kept connections only: H_out * W_out * kh * kw * window * filters."""
