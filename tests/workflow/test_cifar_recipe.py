@@ -1,4 +1,4 @@
-"""Smoke test of the CIFAR-10 recipe (applications/cifar10/train.py) on a few generated TFRecords.
+"""Smoke test of the CIFAR-10 recipe (recipes/cifar10/train.py) on a few generated TFRecords.
 
 Never reads the shared CIFAR-10 data: the records are generated in tmp_path.
 """
@@ -10,7 +10,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-RECIPE = os.path.join(os.path.dirname(__file__), "..", "..", "applications", "cifar10", "train.py")
+RECIPE = os.path.join(os.path.dirname(__file__), "..", "..", "recipes", "cifar10", "train.py")
 
 
 def load_recipe():

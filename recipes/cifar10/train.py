@@ -1,6 +1,6 @@
 """CIFAR-10 recipe for the CIFAR ResNets (ResNet20/32/56) and their Eff twins (EffResNet20/32/56).
 
-    python applications/cifar10/train.py --model EffResNet20 --epochs 15 --output runs/eff20
+    python recipes/cifar10/train.py --model EffResNet20 --epochs 15 --output runs/eff20
 
 Data: a TFRecord folder/glob of CIFAR-10 training images (``image`` JPEG/PNG bytes, ``label`` int64),
 by default ``/work/shared/data/cifar10-train`` (the 50,000 training images). A deterministic 10 %
@@ -284,7 +284,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--verbose", type=int, default=d.verbose)
     p.add_argument("--run-name", help="key of this run in --results (default: MODEL-EPOCHSep)")
-    p.add_argument("--results", help="merge the result into this JSON file (e.g. applications/cifar10/results.json)")
+    p.add_argument("--results", help="merge the result into this JSON file (e.g. recipes/cifar10/results.json)")
     return RecipeConfig(**vars(p.parse_args(argv)))
 
 

@@ -1,7 +1,7 @@
 """Fine-tune an Eff backbone on your data: freeze the backbone and train a head, then unfreeze it
 with BatchNorm kept in inference mode (its statistics stay those of pre-training).
 
-    python applications/fine_tune.py --model EffResNet50 --weights PATH_OR_PRESET \
+    python recipes/fine_tune.py --model EffResNet50 --weights PATH_OR_PRESET \
         --data path/to/class_folders --image-size 160 --head-epochs 5 --fine-epochs 10
 
 Without --data it runs on the embedded synthetic dataset (offline smoke run).
