@@ -1,0 +1,114 @@
+"""Callbacks of `train`: atomic checkpoints and TensorBoard scalars without the tensorboard package."""
+
+import json
+import os
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def save_atomic(model, path):
+    """`model.save(path)` through a temporary file in the same folder and `os.replace`."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp.keras", dir=folder)
+    os.close(fd)
+    try:
+        model.save(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _write_json_atomic(path, payload):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=2, default=str)
+    os.replace(tmp, path)
+
+
+class AtomicCheckpoint(keras.callbacks.Callback):
+    """Saves ``last.keras`` every epoch and ``best.keras`` on improvement of `monitor`, atomically.
+
+    The best value is kept in ``best.json`` so a resumed run does not overwrite a better model.
+    """
+
+    def __init__(self, directory, monitor="val_accuracy", mode="max"):
+        super().__init__()
+        self.directory = directory
+        self.monitor, self.mode = monitor, mode
+        self.best_path = os.path.join(directory, "best.keras")
+        self.last_path = os.path.join(directory, "last.keras")
+        self.state_path = os.path.join(directory, "best.json")
+        self.best, self.best_epoch = None, None
+
+    def on_train_begin(self, logs=None):
+        if os.path.exists(self.state_path):
+            with open(self.state_path) as f:
+                state = json.load(f)
+            if state.get("monitor") == self.monitor:
+                self.best, self.best_epoch = state["value"], state["epoch"]
+
+    def _improved(self, value):
+        if self.best is None:
+            return True
+        return value > self.best if self.mode == "max" else value < self.best
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        save_atomic(self.model, self.last_path)
+        value = logs.get(self.monitor)
+        if value is not None and np.isfinite(value) and self._improved(float(value)):
+            self.best, self.best_epoch = float(value), int(epoch)
+            save_atomic(self.model, self.best_path)
+            _write_json_atomic(self.state_path, {"monitor": self.monitor, "value": self.best, "epoch": self.best_epoch})
+
+
+class ScalarSummaries(keras.callbacks.Callback):
+    """Per-epoch TensorBoard scalars (``train``/``validation`` runs, ``epoch_<metric>`` tags, like the
+    Keras TensorBoard callback), written with TF core summary ops: works without the tensorboard package.
+    """
+
+    def __init__(self, log_dir):
+        super().__init__()
+        from tensorflow.core.framework import summary_pb2
+
+        self.log_dir = log_dir
+        self._metadata = summary_pb2.SummaryMetadata(
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
+        ).SerializeToString()
+        self._writers = {}
+
+    def _writer(self, run):
+        if run not in self._writers:
+            self._writers[run] = tf.summary.create_file_writer(os.path.join(self.log_dir, run))
+        return self._writers[run]
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            run, tag = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+            with self._writer(run).as_default():
+                tf.summary.write(f"epoch_{tag}", tf.constant(float(value)), step=epoch, metadata=self._metadata)
+        lr = self.model.optimizer.learning_rate
+        with self._writer("train").as_default():
+            tf.summary.write("epoch_learning_rate", tf.constant(float(np.asarray(lr))), step=epoch, metadata=self._metadata)
+        for writer in self._writers.values():
+            writer.flush()
+
+    def on_train_end(self, logs=None):
+        for writer in self._writers.values():
+            writer.close()
+
+
+def tensorboard_callback(log_dir):
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return ScalarSummaries(log_dir)
+    return keras.callbacks.TensorBoard(log_dir)

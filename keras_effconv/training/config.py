@@ -1,0 +1,58 @@
+"""`TrainConfig` (the arguments of a run) and `TrainResult` (what it produced)."""
+
+import dataclasses
+
+import keras
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    model: str = "DemoCNN"
+    data: str = "synthetic"
+    output: str = "effconv-run"
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    lr: float = None  # default: 0.1 * batch/256 for SGD, 1e-3 for AdamW
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.0
+    augment: str = "basic"
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    val_split: float = 0.1
+    val_data: str = None
+    image_size: tuple = None  # (H, W); default: the data's image size
+    classes: int = None  # default: the data's number of classes
+    rescale: str = "auto"
+    strategy: str = "default"
+    split: str = "train"
+    data_dir: str = None
+    download: bool = False
+    cache: bool = True
+    shuffle_buffer: int = 10000
+    steps_per_epoch: int = None  # cap (for quick runs); default: one pass over the training data
+    seed: int = 0
+    jit_compile: bool = False
+    verbose: object = "auto"
+    overwrite: bool = False
+
+    def default_lr(self):
+        return 1e-3 if self.optimizer == "adamw" else 0.1 * self.batch_size / 256
+
+
+@dataclasses.dataclass
+class TrainResult:
+    model: keras.Model
+    history: dict
+    output: str
+    best_path: str
+    last_path: str
+    best_epoch: int
+    metrics: dict  # final-epoch metrics (loss, accuracy, val_loss, val_accuracy)
+    initial_epoch: int  # > 0 when the run resumed from a backup
+    num_train: int
+    num_validation: int
+    class_names: list
+    input_shape: tuple

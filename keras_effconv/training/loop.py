@@ -1,0 +1,187 @@
+"""`train` (data, output folder, resume, fit, run.json) and `evaluate`."""
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import shutil
+import tempfile
+
+import keras
+
+from keras_effconv import data as data_lib
+from keras_effconv.training.callbacks import AtomicCheckpoint, _write_json_atomic, tensorboard_callback
+from keras_effconv.training.config import TrainResult
+from keras_effconv.training.models import build_model, compile_for_eval, model_names, outputs_are_probabilities
+from keras_effconv.training.optim import OPTIMIZERS, STRATEGIES, is_chief, make_optimizer, make_schedule, make_strategy
+
+
+def backup_epoch(output):
+    """The epoch a run in `output` would resume at (0 when there is no backup)."""
+    path = os.path.join(output, "backup", "training_metadata.json")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return int(json.load(f).get("epoch", 0))
+
+
+def _prepare_output(config):
+    output = config.output
+    resume = backup_epoch(output) if os.path.isdir(output) else 0
+    finished = os.path.exists(os.path.join(output, "last.keras")) and not os.path.isdir(os.path.join(output, "backup"))
+    if finished and not config.overwrite:
+        raise ValueError(
+            f"output folder {output!r} already holds a finished run (last.keras); "
+            "pass --overwrite to replace it or choose another --output"
+        )
+    if finished or (config.overwrite and not resume):
+        for name in ("best.keras", "last.keras", "best.json", "log.csv", "run.json"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(output, name))
+        shutil.rmtree(os.path.join(output, "tensorboard"), ignore_errors=True)
+        shutil.rmtree(os.path.join(output, "backup"), ignore_errors=True)
+    os.makedirs(output, exist_ok=True)
+    return resume
+
+
+def train(config, strategy=None, callbacks=(), log=print):
+    """Train `config.model` on `config.data`; returns a `TrainResult`. Resumes from OUTPUT/backup."""
+    if config.model not in model_names():
+        raise ValueError(f"Unknown model name={config.model!r}; available: {', '.join(model_names())}")
+    for name, value, allowed in (
+        ("optimizer", config.optimizer, OPTIMIZERS),
+        ("strategy", config.strategy, STRATEGIES),
+        ("augment", config.augment, data_lib.AUGMENTATIONS),
+    ):
+        if value not in allowed:
+            raise ValueError(f"`{name}` must be one of {allowed}; received {name}={value!r}")
+    if config.epochs < 1:
+        raise ValueError(f"`epochs` must be >= 1; received epochs={config.epochs!r}")
+    strategy = strategy or make_strategy(config.strategy)
+    chief = is_chief(strategy)
+    tmp_output = None
+    backup_dir = os.path.join(config.output, "backup")
+    if not chief:
+        # Non-chief workers of a multi-worker run write checkpoints and logs to a scratch folder, but
+        # keep their own backup next to the chief's so that every worker resumes at the same epoch.
+        backup_dir = os.path.join(backup_dir, f"worker-{strategy.cluster_resolver.task_id}")
+        tmp_output = tempfile.mkdtemp(prefix="effconv-worker-")
+        config = dataclasses.replace(config, output=tmp_output)
+    data = data_lib.load(
+        config.data,
+        batch_size=config.batch_size,
+        image_size=config.image_size,
+        num_classes=config.classes,
+        val_split=0.0 if config.val_data else config.val_split,
+        val_data=config.val_data,
+        split=config.split,
+        data_dir=config.data_dir,
+        download=config.download,
+        augment=config.augment,
+        mixup=config.mixup,
+        cutmix=config.cutmix,
+        cache=config.cache,
+        shuffle_buffer=config.shuffle_buffer,
+        seed=config.seed,
+    )
+    created = not os.path.exists(config.output)
+    initial_epoch = _prepare_output(config)
+    try:
+        return _fit(config, strategy, data, initial_epoch, callbacks, log, backup_dir)
+    except BaseException:
+        # A run that fails before finishing its first epoch leaves nothing behind.
+        if created and chief and not os.path.exists(os.path.join(config.output, "last.keras")):
+            shutil.rmtree(config.output, ignore_errors=True)
+        raise
+    finally:
+        if tmp_output:
+            shutil.rmtree(tmp_output, ignore_errors=True)
+
+
+def _fit(config, strategy, data, initial_epoch, callbacks, log, backup_dir):
+    steps_per_epoch = math.ceil(data.num_train / config.batch_size)
+    train_ds = data.train
+    if config.steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, int(config.steps_per_epoch))
+        train_ds = train_ds.take(steps_per_epoch)
+    total_steps = steps_per_epoch * config.epochs
+    lr = config.lr if config.lr is not None else config.default_lr()
+    input_shape = tuple(data.image_size) + (3,)
+
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+        model = build_model(config.model, input_shape, data.num_classes, rescale=config.rescale)
+        from_logits = not outputs_are_probabilities(model)
+        schedule = make_schedule(lr, total_steps, round(config.warmup_epochs * steps_per_epoch))
+        optimizer = make_optimizer(config.optimizer, schedule, config.weight_decay, config.momentum)
+        model.compile(
+            optimizer=optimizer,
+            loss=keras.losses.CategoricalCrossentropy(from_logits=from_logits, label_smoothing=config.label_smoothing),
+            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+            jit_compile=config.jit_compile,
+        )
+
+    monitor = "val_accuracy" if data.validation is not None else "accuracy"
+    checkpoint = AtomicCheckpoint(config.output, monitor=monitor, mode="max")
+    all_callbacks = [
+        checkpoint,
+        keras.callbacks.CSVLogger(os.path.join(config.output, "log.csv"), append=True),
+        tensorboard_callback(os.path.join(config.output, "tensorboard")),
+        keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True),
+        *callbacks,
+    ]
+    log(
+        f"Training {config.model} ({model.count_params():,} params, input {input_shape}, "
+        f"{data.num_classes} classes) on {data.description}: {data.num_train} train / "
+        f"{data.num_validation} validation examples, {config.epochs} epochs x {steps_per_epoch} steps, "
+        f"batch {config.batch_size}, {config.optimizer} lr {lr:g}, {strategy.num_replicas_in_sync} replica(s)"
+    )
+    if initial_epoch:
+        log(f"Resuming from epoch {initial_epoch + 1}/{config.epochs} (backup in {backup_dir})")
+    with data_lib.data_errors(data.files):
+        history = model.fit(
+            train_ds,
+            validation_data=data.validation,
+            epochs=config.epochs,
+            callbacks=all_callbacks,
+            verbose=config.verbose,
+            shuffle=False,  # the pipeline shuffles
+        )
+    metrics = {key: float(values[-1]) for key, values in history.history.items() if values}
+    if not os.path.exists(checkpoint.best_path):  # e.g. a NaN metric all along: keep the last model
+        shutil.copyfile(checkpoint.last_path, checkpoint.best_path)
+    result = TrainResult(
+        model=model,
+        history={k: [float(v) for v in vs] for k, vs in history.history.items()},
+        output=config.output,
+        best_path=checkpoint.best_path,
+        last_path=checkpoint.last_path,
+        best_epoch=checkpoint.best_epoch,
+        metrics=metrics,
+        initial_epoch=initial_epoch,
+        num_train=data.num_train,
+        num_validation=data.num_validation,
+        class_names=data.class_names,
+        input_shape=input_shape,
+    )
+    run_info = {
+        "config": dataclasses.asdict(config),
+        "input_shape": input_shape,
+        "num_classes": data.num_classes,
+        "class_names": data.class_names,
+        "num_train": data.num_train,
+        "num_validation": data.num_validation,
+        "best": {"epoch": checkpoint.best_epoch, monitor: checkpoint.best, "path": checkpoint.best_path},
+        "last": {"path": checkpoint.last_path, **metrics},
+    }
+    _write_json_atomic(os.path.join(config.output, "run.json"), run_info)
+    return result
+
+
+def evaluate(model, dataset, verbose=0, files=()):
+    """{"loss", "accuracy"} of `model` on a pipeline from `data.make_pipeline`."""
+    compile_for_eval(model)
+    with data_lib.data_errors(files):
+        results = model.evaluate(dataset, return_dict=True, verbose=verbose)
+    return {k: float(v) for k, v in results.items()}
