@@ -35,9 +35,10 @@ def add_arguments(parser):
                       "(every 1/F-th example; default: %(default)s; 0 disables)")
     data.add_argument("--val-data", metavar="SPEC", help="a separate validation data spec (instead of --val-split)")
     data.add_argument("--classes", type=positive_int, help="number of classes (default: from the data)")
-    data.add_argument("--augment", choices=("none", "basic", "randaugment"), default="basic",
-                      help="basic: RandomFlip + RandomTranslation; randaugment: basic + keras.layers.RandAugment "
-                      "(default: %(default)s)")
+    data.add_argument("--augment", choices=("none", "basic", "crop", "randaugment", "inception"), default="basic",
+                      help="basic: RandomFlip + RandomTranslation; crop: RandomFlip + zero-pad-and-crop by whole "
+                      "pixels (the CIFAR standard); randaugment: basic + keras.layers.RandAugment; inception: "
+                      "random-resized crop + flip (ImageNet style) (default: %(default)s)")
     data.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA", help="keras.layers.MixUp alpha (0: off)")
     data.add_argument("--cutmix", type=float, default=0.0, metavar="FACTOR", help="keras.layers.CutMix factor (0: off)")
     data.add_argument("--no-cache", dest="cache", action="store_false", help="don't cache decoded images in memory")
@@ -52,6 +53,11 @@ def add_arguments(parser):
                      help="linear warmup epochs before the cosine decay to 0 (default: %(default)s)")
     opt.add_argument("--weight-decay", type=float, default=None,
                      help="decoupled weight decay, not on biases/BN (default: 5e-4 sgd, 0.05 adamw)")
+    opt.add_argument("--depthwise-decay", action="store_true",
+                     help="apply the weight decay to depthwise kernels too (default: not)")
+    opt.add_argument("--tta", choices=("none", "flip"), default="flip",
+                     help="also score the best checkpoint on the validation data with flip test-time "
+                     "augmentation (default: %(default)s)")
     opt.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing (default: 0)")
     opt.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
     opt.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
@@ -79,6 +85,8 @@ def config_from_args(args):
         optimizer=args.optimizer,
         lr=args.lr,
         weight_decay=weight_decay,
+        depthwise_decay=args.depthwise_decay,
+        tta=args.tta,
         warmup_epochs=args.warmup_epochs,
         label_smoothing=args.label_smoothing,
         augment=args.augment,

@@ -75,6 +75,20 @@ def resolve_image_size(source, image_size=None):
     return tuple(shape[:2])
 
 
+def random_resized_crop(image, size, area=(0.25, 1.0), aspect_ratio=(3 / 4, 4 / 3)):
+    """Inception-style augmentation: a random crop covering `area` of the image at a random aspect
+    ratio, resized (bilinear) to `size`. Few-epoch budgets prefer a milder minimum area than 0.08."""
+    begin, crop_size, _ = tf.image.sample_distorted_bounding_box(
+        tf.shape(image), tf.zeros([0, 0, 4], tf.float32), min_object_covered=0.0,
+        aspect_ratio_range=aspect_ratio, area_range=area, max_attempts=10, use_image_if_no_bounding_boxes=True,
+    )
+    crop = tf.slice(image, begin, crop_size)
+    resized = tf.image.resize(crop, size, method="bilinear", antialias=True)
+    out = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+    out.set_shape([*size, 3])
+    return out
+
+
 def resize_and_crop(image, size):
     """Center-crop to the target aspect ratio, then resize (bilinear) to `size`; keeps uint8 images."""
     height, width = size
@@ -118,8 +132,11 @@ def build_augmenter(augment="basic", image_size=None, mixup=0.0, cutmix=0.0, see
     """A batched ``(images float32 [0,255], one-hot labels) -> same`` function from core Keras layers.
 
     augment: "none"; "basic" = RandomFlip("horizontal") + RandomTranslation(1/8, reflect);
-    "randaugment" = basic + RandAugment(value_range=(0, 255)). mixup / cutmix: MixUp(alpha=mixup) and
-    CutMix(factor=cutmix); when both are > 0 each batch gets one of them at random.
+    "crop" = RandomFlip + integer shifts of up to 1/8 of the size with zero fill (= zero-pad + random
+    crop, the CIFAR standard: 4 px at 32x32); "randaugment" = basic + RandAugment(value_range=(0, 255));
+    "inception" = RandomFlip here, after the per-image random-resized crop of `make_pipeline`.
+    mixup / cutmix: MixUp(alpha=mixup) and CutMix(factor=cutmix); when both are > 0 each batch gets one
+    of them at random.
     """
     import keras
 
@@ -131,6 +148,15 @@ def build_augmenter(augment="basic", image_size=None, mixup=0.0, cutmix=0.0, see
             keras.layers.RandomFlip("horizontal", seed=_offset(seed, 0)),
             keras.layers.RandomTranslation(0.125, 0.125, fill_mode="reflect", seed=_offset(seed, 1)),
         ]
+    elif augment == "crop":
+        image_layers += [
+            keras.layers.RandomFlip("horizontal", seed=_offset(seed, 0)),
+            # Whole-pixel shifts (nearest) with zero fill: zero-padding + a random crop, per image.
+            keras.layers.RandomTranslation(0.125, 0.125, fill_mode="constant", fill_value=0.0,
+                                           interpolation="nearest", seed=_offset(seed, 1)),
+        ]
+    elif augment == "inception":
+        image_layers.append(keras.layers.RandomFlip("horizontal", seed=_offset(seed, 0)))
     if augment == "randaugment":
         image_layers.append(keras.layers.RandAugment(value_range=(0, 255), seed=_offset(seed, 2)))
     mixers = []
@@ -189,6 +215,8 @@ def make_pipeline(
     dataset = source.dataset
     if source.image_shape is not None and tuple(source.image_shape[:2]) == size:
         pass  # every image already has the right size
+    elif training and augment == "inception":
+        pass  # cached at the source size; the random-resized crop below makes `size`
     elif resize:
         dataset = dataset.map(lambda x, y: (resize_and_crop(x, size), y), num_parallel_calls=AUTOTUNE)
     else:  # sizes not known up front (TFRecord): check each image, fail clearly on a mismatch
@@ -200,6 +228,8 @@ def make_pipeline(
     if training:
         buffer = min(shuffle_buffer, source.num_examples or shuffle_buffer)
         dataset = dataset.shuffle(max(buffer, 1), seed=seed, reshuffle_each_iteration=True)
+        if augment == "inception":
+            dataset = dataset.map(lambda x, y: (random_resized_crop(x, size), y), num_parallel_calls=AUTOTUNE)
     dataset = dataset.batch(int(batch_size), drop_remainder=drop_remainder)
 
     def to_float(images, labels):

@@ -12,7 +12,7 @@ import tensorflow as tf
 AUTOTUNE = tf.data.AUTOTUNE
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 TFRECORD_EXTENSIONS = (".tfrecord", ".tfrecords", ".tfrec")
-AUGMENTATIONS = ("none", "basic", "randaugment")
+AUGMENTATIONS = ("none", "basic", "crop", "randaugment", "inception")
 SYNTHETIC_CLASSES = ("circle", "square", "triangle", "cross", "ring")
 
 

@@ -13,9 +13,9 @@ AdamW and a warmup + cosine learning-rate schedule, and fits it with:
 - ``run.json``: the configuration, class names, input shape and final metrics.
 """
 
-from keras_effconv.training.callbacks import AtomicCheckpoint, ScalarSummaries, save_atomic, tensorboard_callback
+from keras_effconv.training.callbacks import AtomicCheckpoint, EpochTimer, ScalarSummaries, save_atomic, tensorboard_callback
 from keras_effconv.training.config import TrainConfig, TrainResult
-from keras_effconv.training.loop import backup_epoch, evaluate, train
+from keras_effconv.training.loop import backup_epoch, evaluate, evaluate_flip, train
 from keras_effconv.training.models import (
     LOCAL_MODELS,
     build_model,

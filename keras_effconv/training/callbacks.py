@@ -3,6 +3,7 @@
 import json
 import os
 import tempfile
+import time
 
 import keras
 import numpy as np
@@ -31,6 +32,18 @@ def _write_json_atomic(path, payload):
     with open(tmp, "w") as f:
         json.dump(payload, f, indent=2, default=str)
     os.replace(tmp, path)
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Adds ``epoch_seconds`` (wall time of the epoch, validation included) to the epoch logs, so
+    `CSVLogger` and `run.json` record it. Put it before the loggers."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["epoch_seconds"] = time.perf_counter() - self._start
 
 
 class AtomicCheckpoint(keras.callbacks.Callback):

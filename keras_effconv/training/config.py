@@ -16,6 +16,7 @@ class TrainConfig:
     lr: float = None  # default: 0.1 * batch/256 for SGD, 1e-3 for AdamW
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    depthwise_decay: bool = False  # weight decay on depthwise kernels too
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.0
     augment: str = "basic"
@@ -35,6 +36,7 @@ class TrainConfig:
     steps_per_epoch: int = None  # cap (for quick runs); default: one pass over the training data
     seed: int = 0
     jit_compile: bool = False
+    tta: str = "flip"  # test-time augmentation of the final validation score: "none" or "flip"
     verbose: object = "auto"
     overwrite: bool = False
 

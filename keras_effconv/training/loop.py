@@ -11,7 +11,7 @@ import tempfile
 import keras
 
 from keras_effconv import data as data_lib
-from keras_effconv.training.callbacks import AtomicCheckpoint, _write_json_atomic, tensorboard_callback
+from keras_effconv.training.callbacks import AtomicCheckpoint, EpochTimer, _write_json_atomic, tensorboard_callback
 from keras_effconv.training.config import TrainResult
 from keras_effconv.training.models import build_model, compile_for_eval, model_names, outputs_are_probabilities
 from keras_effconv.training.optim import OPTIMIZERS, STRATEGIES, is_chief, make_optimizer, make_schedule, make_strategy
@@ -114,7 +114,8 @@ def _fit(config, strategy, data, initial_epoch, callbacks, log, backup_dir):
         model = build_model(config.model, input_shape, data.num_classes, rescale=config.rescale)
         from_logits = not outputs_are_probabilities(model)
         schedule = make_schedule(lr, total_steps, round(config.warmup_epochs * steps_per_epoch))
-        optimizer = make_optimizer(config.optimizer, schedule, config.weight_decay, config.momentum)
+        optimizer = make_optimizer(config.optimizer, schedule, config.weight_decay, config.momentum,
+                                   config.depthwise_decay)
         model.compile(
             optimizer=optimizer,
             loss=keras.losses.CategoricalCrossentropy(from_logits=from_logits, label_smoothing=config.label_smoothing),
@@ -125,6 +126,7 @@ def _fit(config, strategy, data, initial_epoch, callbacks, log, backup_dir):
     monitor = "val_accuracy" if data.validation is not None else "accuracy"
     checkpoint = AtomicCheckpoint(config.output, monitor=monitor, mode="max")
     all_callbacks = [
+        EpochTimer(),
         checkpoint,
         keras.callbacks.CSVLogger(os.path.join(config.output, "log.csv"), append=True),
         tensorboard_callback(os.path.join(config.output, "tensorboard")),
@@ -151,6 +153,11 @@ def _fit(config, strategy, data, initial_epoch, callbacks, log, backup_dir):
     metrics = {key: float(values[-1]) for key, values in history.history.items() if values}
     if not os.path.exists(checkpoint.best_path):  # e.g. a NaN metric all along: keep the last model
         shutil.copyfile(checkpoint.last_path, checkpoint.best_path)
+    best_scores = {}
+    if data.validation is not None and config.tta == "flip":
+        best_model = keras.saving.load_model(checkpoint.best_path)
+        best_scores["val_accuracy_flip"] = evaluate_flip(best_model, data.validation, files=data.files)
+        log(f"Best checkpoint: val_accuracy {checkpoint.best:.4f}, with flip TTA {best_scores['val_accuracy_flip']:.4f}")
     result = TrainResult(
         model=model,
         history={k: [float(v) for v in vs] for k, vs in history.history.items()},
@@ -172,7 +179,7 @@ def _fit(config, strategy, data, initial_epoch, callbacks, log, backup_dir):
         "class_names": data.class_names,
         "num_train": data.num_train,
         "num_validation": data.num_validation,
-        "best": {"epoch": checkpoint.best_epoch, monitor: checkpoint.best, "path": checkpoint.best_path},
+        "best": {"epoch": checkpoint.best_epoch, monitor: checkpoint.best, **best_scores, "path": checkpoint.best_path},
         "last": {"path": checkpoint.last_path, **metrics},
     }
     _write_json_atomic(os.path.join(config.output, "run.json"), run_info)
@@ -185,3 +192,20 @@ def evaluate(model, dataset, verbose=0, files=()):
     with data_lib.data_errors(files):
         results = model.evaluate(dataset, return_dict=True, verbose=verbose)
     return {k: float(v) for k, v in results.items()}
+
+
+def evaluate_flip(model, dataset, files=()):
+    """Top-1 accuracy of the mean of the predictions on each image and its mirror image."""
+    import tensorflow as tf
+
+    @tf.function
+    def predict(images):
+        return model(images, training=False) + model(tf.reverse(images, axis=[2]), training=False)
+
+    correct = total = 0
+    with data_lib.data_errors(files):
+        for images, labels in dataset:
+            scores = predict(images)
+            correct += int(tf.reduce_sum(tf.cast(tf.argmax(scores, -1) == tf.argmax(labels, -1), tf.int32)))
+            total += int(images.shape[0])
+    return correct / max(total, 1)

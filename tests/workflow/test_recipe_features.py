@@ -1,0 +1,81 @@
+"""The recipe options of `effconv train`: pad-and-crop and random-resized-crop augmentation, no
+weight decay on depthwise kernels, flip test-time augmentation."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_effconv import data as data_lib
+from keras_effconv import training
+from keras_effconv.data.pipeline import random_resized_crop
+from keras_effconv.layers import IntraChannelConv2D
+
+
+def test_crop_augmentation_is_a_whole_pixel_shift_with_zero_fill():
+    images = np.random.RandomState(0).randint(1, 255, (16, 32, 32, 3)).astype("float32")  # no zeros
+    labels = np.eye(10, dtype="float32")[np.arange(16) % 10]
+    augment = data_lib.build_augmenter("crop", (32, 32), seed=1)
+    out, out_labels = (np.asarray(t) for t in augment(tf.constant(images), tf.constant(labels)))
+    np.testing.assert_array_equal(out_labels, labels)
+    shifted = 0
+    for src, dst in zip(images, out):
+        matches = []
+        for flip in (False, True):
+            s = src[:, ::-1] if flip else src
+            for dy in range(-4, 5):
+                for dx in range(-4, 5):
+                    expected = np.zeros_like(s)
+                    ys, yd = (slice(0, 32 - dy), slice(dy, 32)) if dy >= 0 else (slice(-dy, 32), slice(0, 32 + dy))
+                    xs, xd = (slice(0, 32 - dx), slice(dx, 32)) if dx >= 0 else (slice(-dx, 32), slice(0, 32 + dx))
+                    expected[yd, xd] = s[ys, xs]
+                    if np.array_equal(expected, dst):
+                        matches.append((flip, dy, dx))
+        assert matches, "an augmented image is not a flipped/shifted copy of its source"
+        shifted += (False, 0, 0) not in matches
+    assert shifted > 8  # nearly every image moved
+
+
+def test_random_resized_crop_gives_the_size_and_crops_of_the_image():
+    ramp = np.tile(np.arange(64, dtype=np.uint8)[None, :, None], (64, 1, 3))  # column index as value
+    crops = [np.asarray(random_resized_crop(tf.constant(ramp), (16, 16))) for _ in range(8)]
+    for crop in crops:
+        assert crop.shape == (16, 16, 3) and crop.dtype == np.uint8
+        assert np.all(np.diff(crop[0, :, 0].astype(int)) >= 0)  # still a left-to-right ramp: a crop, no flip
+    assert len({int(c[0, 0, 0]) for c in crops}) > 1  # different crops
+
+
+def test_inception_pipeline_caches_source_size_and_yields_target_size():
+    source = data_lib.open_source("synthetic:12", num_classes=None)  # 32x32 images
+    train = data_lib.make_pipeline(source, batch_size=4, image_size=(16, 16), num_classes=source.num_classes,
+                                   training=True, augment="inception")
+    batch, labels = next(iter(train))
+    assert batch.shape == (4, 16, 16, 3) and labels.shape == (4, source.num_classes)
+
+
+def test_depthwise_kernels_get_no_weight_decay_by_default():
+    layer = IntraChannelConv2D(3)
+    dense = keras.layers.Dense(2)
+    model = keras.Sequential([keras.Input((5, 5, 2)), layer, keras.layers.Flatten(), dense])
+    for depthwise_decay, changed in ((False, False), (True, True)):
+        optimizer = training.make_optimizer("sgd", 0.1, weight_decay=0.5, depthwise_decay=depthwise_decay)
+        before = np.asarray(layer.kernel).copy()
+        zero_grads = [tf.zeros_like(v) for v in model.trainable_variables]
+        optimizer.apply_gradients(zip(zero_grads, model.trainable_variables))
+        assert (not np.allclose(before, np.asarray(layer.kernel))) == changed
+
+
+def test_evaluate_flip_averages_an_image_and_its_mirror():
+    # Class 0 scores the left half's sum, class 1 a constant 1: only the mirror image gets image 0 right.
+    inputs = keras.Input((4, 4, 1))
+    left = keras.layers.Lambda(lambda x: x[:, :, :2, :])(inputs)
+    dense = keras.layers.Dense(2)
+    model = keras.Model(inputs, dense(keras.layers.Flatten()(left)))
+    dense.set_weights([np.array([[1.0, 0.0]] * 8, "float32"), np.array([0.0, 1.0], "float32")])
+    images = np.zeros((2, 4, 4, 1), "float32")
+    images[0, :, 2:] = 1.0  # bright right half: class 1 without TTA
+    images[1, :, :2] = 1.0
+    labels = np.eye(2, dtype="float32")[[0, 0]]
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(2)
+    plain = np.argmax(model.predict(images, verbose=0), -1)
+    assert list(plain) == [1, 0]
+    assert training.evaluate_flip(model, dataset) == 1.0
