@@ -8,6 +8,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 RECIPE = os.path.join(os.path.dirname(__file__), "..", "..", "recipes", "cifar10", "train.py")
@@ -52,6 +53,7 @@ def test_augmenter_is_per_example_integer_shift():
     assert len(set(shifts)) > 1  # offsets differ across the batch (not one crop per batch)
 
 
+@pytest.mark.slow
 def test_recipe_trains_and_writes_results(tmp_path):
     recipe = load_recipe()
     data = write_records(str(tmp_path / "records"))

@@ -168,6 +168,7 @@ def test_train_labels_out_of_range(cli, tmp_path):
     assert "label 3 of record 3" in err and "[0, 3)" in err
 
 
+@pytest.mark.slow
 def test_demo(cli, tmp_path):
     code, out, _ = cli("demo", "--model", "DemoCNN", "--epochs", "1", "--examples", "60", "--test-examples", "20",
                        "--quiet", "--output", tmp_path / "demo")

@@ -47,6 +47,7 @@ def test_synthetic_is_deterministic_and_balanced():
     assert np.bincount(la).tolist() == [10] * 5
 
 
+@pytest.mark.slow
 def test_pipeline_augment_resize_and_mix():
     d = data.load("synthetic:40", batch_size=8, image_size=(24, 24), val_split=0.2, augment="randaugment",
                   mixup=0.2, cutmix=1.0)

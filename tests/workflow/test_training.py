@@ -67,6 +67,7 @@ class Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt(f"simulated interruption after epoch {epoch}")
 
 
+@pytest.mark.slow
 def test_resume_after_interruption(tmp_path):
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
@@ -83,6 +84,7 @@ def test_resume_after_interruption(tmp_path):
     assert leftovers(str(out)) == []
 
 
+@pytest.mark.slow
 def test_label_smoothing_adamw_mixup_run(tmp_path):
     result = training.train(
         _config(tmp_path / "r", epochs=1, optimizer="adamw", label_smoothing=0.1, mixup=0.2, cutmix=1.0,
@@ -103,6 +105,7 @@ def _env():
     return env
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     out = tmp_path / "mirrored"
     proc = subprocess.run(
