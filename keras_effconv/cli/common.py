@@ -1,6 +1,7 @@
 """Argument helpers shared by the `effconv` subcommands."""
 
 import argparse
+import math
 
 
 def shape_arg(text):
@@ -25,18 +26,35 @@ def image_size_arg(text):
     return values
 
 
-def fraction_arg(text):
-    value = float(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1); got {text!r}")
-    return value
+def number_arg(kind=float, low=None, high=None, low_open=False, high_open=False):
+    """An argparse `type` parsing a finite `kind` number within [low, high] (open ends optional)."""
+    bounds = []
+    if low is not None:
+        bounds.append(f"{'>' if low_open else '>='} {low:g}")
+    if high is not None:
+        bounds.append(f"{'<' if high_open else '<='} {high:g}")
+    expected = f"{'an integer' if kind is int else 'a number'}" + (f" {' and '.join(bounds)}" if bounds else "")
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}; got {text!r}") from None
+        if not math.isfinite(value) or (
+            low is not None and (value <= low if low_open else value < low)
+        ) or (high is not None and (value >= high if high_open else value > high)):
+            raise argparse.ArgumentTypeError(f"expected {expected}; got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
 
 
-def positive_int(text):
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
-    return value
+fraction_arg = number_arg(float, 0.0, 1.0, high_open=True)  # [0, 1)
+positive_int = number_arg(int, 0, low_open=True)
+positive_float = number_arg(float, 0.0, low_open=True)
+non_negative_float = number_arg(float, 0.0)
+seed_arg = number_arg(int, 0, 2**32 - 1)
 
 
 DATA_HELP = (

@@ -10,10 +10,11 @@ HELP = "offline end-to-end demo: synthetic data -> train -> evaluate -> TFLite e
 DESCRIPTION = """Runs the whole workflow on a fresh machine without downloads:
   1. generates a small, deterministic image dataset (32x32 RGB; one coloured shape per image:
      circle, square, triangle, cross or ring; the label is the shape),
-  2. trains a small model on it (EffResNet20 when registered, else DemoCNN),
+  2. trains a small model on it (EffResNet20 unless --model),
   3. evaluates it on a separate, freshly generated test set,
   4. exports it to TFLite (builtins only) and checks the TFLite outputs match Keras,
-and prints where everything went. Takes about a minute on 2 CPU cores.
+and prints where everything went. Takes about a minute on 2 CPU cores. Everything goes to
+--output (default ./effconv-demo, replaced on each run).
 
 example:
   effconv demo
@@ -21,8 +22,9 @@ example:
 
 
 def add_arguments(parser):
-    parser.add_argument("--model", default=None, help="model to train (default: EffResNet20 if registered, else DemoCNN)")
-    parser.add_argument("--output", default="effconv-demo", metavar="DIR", help="output folder (default: %(default)s)")
+    parser.add_argument("--model", default="EffResNet20", help="model to train (default: %(default)s)")
+    parser.add_argument("--output", default="effconv-demo", metavar="DIR",
+                        help="output folder (default: %(default)s in the current folder; git-ignored in the repository)")
     parser.add_argument("--epochs", type=positive_int, default=8, help="epochs (default: %(default)s)")
     parser.add_argument("--examples", type=positive_int, default=1000,
                         help="generated training images, 20%% held out for validation (default: %(default)s)")
@@ -40,7 +42,7 @@ def run(args):
     from keras_effconv.export import convert
     from keras_effconv.export.saved_model import ParityError
 
-    model_name = args.model or training.default_demo_model()
+    model_name = args.model
     output = os.path.abspath(args.output)
     classes = data_lib.SYNTHETIC_CLASSES
     print(f"effconv demo: {len(classes)}-class shapes dataset ({', '.join(classes)}), model {model_name}")

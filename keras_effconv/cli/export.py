@@ -1,6 +1,7 @@
 """`effconv export`: SavedModel or TFLite (fp32 / float16 / int8) with a parity check."""
 
 from keras_effconv.cli.common import DATA_HELP
+from keras_effconv.cli.common import non_negative_float
 from keras_effconv.cli.common import positive_int
 
 HELP = "export a .keras model to SavedModel or TFLite (builtins only) and check parity"
@@ -30,8 +31,9 @@ def add_arguments(parser):
     parser.add_argument("--data-dir", metavar="DIR", help="TFDS data_dir")
     parser.add_argument("--parity-samples", type=positive_int, default=32,
                         help="images for the parity check (default: %(default)s)")
-    parser.add_argument("--atol", type=float, default=1e-4, help="fp32 max abs difference allowed (default: %(default)s)")
+    parser.add_argument("--atol", type=non_negative_float, default=1e-4, help="fp32 max abs difference allowed (default: %(default)s)")
     parser.add_argument("--output", required=True, metavar="PATH", help="output .tflite file or SavedModel folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty SavedModel folder")
 
 
 def run(args):
@@ -44,6 +46,7 @@ def run(args):
         raise ValueError(f"--quantize {args.quantize} needs --format tflite")
     if args.quantize == "int8" and not args.calibration:
         raise ValueError("--quantize int8 needs --calibration DATA (representative images)")
+    convert.check_output(args.output, args.format, args.overwrite)  # before the conversion, not after
     model = training.load_model(args.model)
     size = tuple(model.input_shape[1:3])
     calibration = parity = None
@@ -57,7 +60,7 @@ def run(args):
     try:
         report = convert.export_model(
             model, args.output, format=args.format, quantize=args.quantize, calibration=calibration,
-            parity_inputs=parity, atol=args.atol,
+            parity_inputs=parity, atol=args.atol, overwrite=args.overwrite,
         )
     except ParityError as error:
         print(f"effconv export: parity check FAILED: {error}")

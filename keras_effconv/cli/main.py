@@ -15,6 +15,7 @@ COMMANDS = (
     ("export", "keras_effconv.cli.export"),
     ("summary", "keras_effconv.cli.summary"),
 )
+VERBOSE_HELP = "show TensorFlow's own log lines and warnings (hidden by default)"
 BENCH_HELP = "benchmark layers/models (Keras and LiteRT latency); see `effconv bench --help`"
 
 DESCRIPTION = """Efficient convolutional layers and models for Keras 3 / TensorFlow.
@@ -64,11 +65,13 @@ def build_parser(bench=None):
     )
     parser.add_argument("--version", action="version", version=f"keras_effconv {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS:
         module = importlib.import_module(module_name)
         sub = subparsers.add_parser(name, help=module.HELP, description=module.DESCRIPTION, formatter_class=_Formatter)
         module.add_arguments(sub)
+        sub.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
         sub.set_defaults(_run=module.run)
     _add_bench(subparsers, bench)
     return parser
@@ -97,11 +100,15 @@ def main(argv=None):
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, --version, usage errors
         return exit_.code if isinstance(exit_.code, int) else 2
+    if not args.verbose:
+        from keras_effconv import _quiet
+
+        _quiet.quiet_python_logging()
     from keras_effconv.data import DataError
 
     try:
         return int(args._run(args) or 0)
-    except (DataError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as error:
+    except (DataError, ValueError, OSError) as error:
         if args.debug:
             raise
         print(f"effconv {args.command}: error: {error}", file=sys.stderr)

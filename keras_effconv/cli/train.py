@@ -1,8 +1,12 @@
 """`effconv train`: train a registered model on a data spec, with checkpoints and resume."""
 
+from keras_effconv._paths import check_output_folder
 from keras_effconv.cli.common import add_data_arguments
 from keras_effconv.cli.common import fraction_arg
+from keras_effconv.cli.common import non_negative_float
+from keras_effconv.cli.common import positive_float
 from keras_effconv.cli.common import positive_int
+from keras_effconv.cli.common import seed_arg
 
 HELP = "train a registered model (checkpoints, logs, resume after interruption)"
 DESCRIPTION = """Train MODEL on DATA. Writes to --output:
@@ -39,8 +43,8 @@ def add_arguments(parser):
                       help="basic: RandomFlip + RandomTranslation; crop: RandomFlip + zero-pad-and-crop by whole "
                       "pixels (the CIFAR standard); randaugment: basic + keras.layers.RandAugment; inception: "
                       "random-resized crop + flip (ImageNet style) (default: %(default)s)")
-    data.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA", help="keras.layers.MixUp alpha (0: off)")
-    data.add_argument("--cutmix", type=float, default=0.0, metavar="FACTOR", help="keras.layers.CutMix factor (0: off)")
+    data.add_argument("--mixup", type=non_negative_float, default=0.0, metavar="ALPHA", help="keras.layers.MixUp alpha (0: off)")
+    data.add_argument("--cutmix", type=non_negative_float, default=0.0, metavar="FACTOR", help="keras.layers.CutMix factor (0: off)")
     data.add_argument("--no-cache", dest="cache", action="store_false", help="don't cache decoded images in memory")
     data.add_argument("--shuffle-buffer", type=positive_int, default=10000, help="shuffle buffer (default: %(default)s)")
     opt = parser.add_argument_group("optimization")
@@ -48,19 +52,19 @@ def add_arguments(parser):
     opt.add_argument("--steps-per-epoch", type=positive_int, help="cap the steps per epoch (quick runs)")
     opt.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
                      help="sgd (Nesterov momentum 0.9) or adamw (default: %(default)s)")
-    opt.add_argument("--lr", type=float, help="peak learning rate (default: 0.1*batch/256 for sgd, 1e-3 for adamw)")
-    opt.add_argument("--warmup-epochs", type=float, default=1.0,
+    opt.add_argument("--lr", type=positive_float, help="peak learning rate (default: 0.1*batch/256 for sgd, 1e-3 for adamw)")
+    opt.add_argument("--warmup-epochs", type=non_negative_float, default=1.0,
                      help="linear warmup epochs before the cosine decay to 0 (default: %(default)s)")
-    opt.add_argument("--weight-decay", type=float, default=None,
+    opt.add_argument("--weight-decay", type=non_negative_float, default=None,
                      help="decoupled weight decay, not on biases/BN (default: 5e-4 sgd, 0.05 adamw)")
     opt.add_argument("--depthwise-decay", action="store_true",
                      help="apply the weight decay to depthwise kernels too (default: not)")
     opt.add_argument("--tta", choices=("none", "flip"), default="flip",
                      help="also score the best checkpoint on the validation data with flip test-time "
                      "augmentation (default: %(default)s)")
-    opt.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing (default: 0)")
+    opt.add_argument("--label-smoothing", type=fraction_arg, default=0.0, help="label smoothing in [0, 1) (default: 0)")
     opt.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
-    opt.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    opt.add_argument("--seed", type=seed_arg, default=0, help="random seed (default: %(default)s)")
     dist = parser.add_argument_group("distribution")
     dist.add_argument("--strategy", choices=("default", "mirrored", "multi-worker"), default="default",
                       help="tf.distribute strategy: mirrored = all local GPUs (or logical CPUs); multi-worker = "
@@ -122,6 +126,7 @@ def setup_devices(count):
 
 
 def run(args):
+    check_output_folder(args.output, "--output")
     setup_devices(args.virtual_devices)
     from keras_effconv import training
 

@@ -15,6 +15,8 @@ import tempfile
 
 import numpy as np
 
+from keras_effconv._paths import check_output_file
+from keras_effconv._paths import check_output_folder
 from keras_effconv.export.saved_model import ParityError
 from keras_effconv.export.saved_model import export_saved_model
 from keras_effconv.export.tflite import LiteRTRunner
@@ -100,7 +102,21 @@ def _run_in_batches(fn, x, batch=32):
     return np.concatenate([np.asarray(fn(x[i : i + batch])) for i in range(0, len(x), batch)])
 
 
-def export_model(model, output, format="tflite", quantize=None, calibration=None, parity_inputs=None, atol=1e-4, num_threads=2):
+def check_output(output, format="tflite", overwrite=False):
+    """ValueError now, not after the conversion, if `output` cannot receive a `format` export.
+
+    A .tflite file may replace an existing file; a SavedModel may replace an existing non-empty folder
+    only with `overwrite`. Either must be writable.
+    """
+    if format == "tflite":
+        check_output_file(output, "export output")
+    else:
+        check_output_folder(output, "export output", allow_non_empty=overwrite,
+                            fix="pass overwrite=True (--overwrite) to replace it, or choose another output")
+
+
+def export_model(model, output, format="tflite", quantize=None, calibration=None, parity_inputs=None, atol=1e-4,
+                 num_threads=2, overwrite=False):
     """Export `model` to `output` and check it; returns an `ExportReport`.
 
     calibration: float32 samples [N, H, W, C] (pixels as the model takes them) for int8 calibration.
@@ -115,6 +131,9 @@ def export_model(model, output, format="tflite", quantize=None, calibration=None
         raise ValueError(f"quantize={quantize!r} needs format='tflite'; received format={format!r}")
     if quantize == "int8" and calibration is None:
         raise ValueError("int8 quantization needs calibration data (--calibration DATA)")
+    if not atol >= 0:
+        raise ValueError(f"`atol` must be >= 0; received atol={atol!r}")
+    check_output(output, format, overwrite)
     if parity_inputs is None:
         parity_inputs = calibration if calibration is not None else random_inputs(model)
     parity_inputs = np.asarray(parity_inputs, "float32")

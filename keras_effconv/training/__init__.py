@@ -17,10 +17,10 @@ from keras_effconv.training.callbacks import AtomicCheckpoint, EpochTimer, Scala
 from keras_effconv.training.config import TrainConfig, TrainResult
 from keras_effconv.training.loop import backup_epoch, evaluate, evaluate_flip, train
 from keras_effconv.training.models import (
+    DEMO_MODEL,
     LOCAL_MODELS,
     build_model,
     compile_for_eval,
-    default_demo_model,
     demo_cnn,
     load_model,
     model_names,
@@ -30,7 +30,6 @@ from keras_effconv.training.optim import (
     OPTIMIZERS,
     STRATEGIES,
     configure_virtual_devices,
-    is_chief,
     make_optimizer,
     make_schedule,
     make_strategy,

@@ -1,6 +1,7 @@
 """`TrainConfig` (the arguments of a run) and `TrainResult` (what it produced)."""
 
 import dataclasses
+import math
 
 import keras
 
@@ -39,6 +40,34 @@ class TrainConfig:
     tta: str = "flip"  # test-time augmentation of the final validation score: "none" or "flip"
     verbose: object = "auto"
     overwrite: bool = False
+
+    def validate(self):
+        """ValueError naming the field and value for any out-of-range number (before any work)."""
+        checks = (
+            ("epochs", self.epochs, int, 1, None),
+            ("batch_size", self.batch_size, int, 1, None),
+            ("shuffle_buffer", self.shuffle_buffer, int, 1, None),
+            ("steps_per_epoch", self.steps_per_epoch, int, 1, None),
+            ("classes", self.classes, int, 1, None),
+            ("lr", self.lr, float, 0.0, None),
+            ("momentum", self.momentum, float, 0.0, 1.0),
+            ("weight_decay", self.weight_decay, float, 0.0, None),
+            ("warmup_epochs", self.warmup_epochs, float, 0.0, None),
+            ("label_smoothing", self.label_smoothing, float, 0.0, 1.0),
+            ("mixup", self.mixup, float, 0.0, None),
+            ("cutmix", self.cutmix, float, 0.0, None),
+            ("val_split", self.val_split, float, 0.0, 1.0),
+        )
+        for name, value, kind, low, high in checks:
+            if value is None and name in ("steps_per_epoch", "classes", "lr"):
+                continue
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            ok = ok and (kind is float or float(value).is_integer())
+            ok = ok and (value > low if name == "lr" else value >= low) and (high is None or value < high)
+            if not ok:
+                bounds = f"> {low:g}" if name == "lr" else f">= {low:g}" + (f" and < {high:g}" if high else "")
+                kind_name = "an integer" if kind is int else "a number"
+                raise ValueError(f"`{name}` must be {kind_name} {bounds}; received {name}={value!r}")
 
     def default_lr(self):
         return 1e-3 if self.optimizer == "adamw" else 0.1 * self.batch_size / 256

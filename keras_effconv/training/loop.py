@@ -6,15 +6,15 @@ import json
 import math
 import os
 import shutil
-import tempfile
 
 import keras
 
 from keras_effconv import data as data_lib
+from keras_effconv._paths import check_output_folder
 from keras_effconv.training.callbacks import AtomicCheckpoint, EpochTimer, _write_json_atomic, tensorboard_callback
 from keras_effconv.training.config import TrainResult
 from keras_effconv.training.models import build_model, compile_for_eval, model_names, outputs_are_probabilities
-from keras_effconv.training.optim import OPTIMIZERS, STRATEGIES, is_chief, make_optimizer, make_schedule, make_strategy
+from keras_effconv.training.optim import OPTIMIZERS, STRATEGIES, make_optimizer, make_schedule, make_strategy
 
 
 def backup_epoch(output):
@@ -56,18 +56,10 @@ def train(config, strategy=None, callbacks=(), log=print):
     ):
         if value not in allowed:
             raise ValueError(f"`{name}` must be one of {allowed}; received {name}={value!r}")
-    if config.epochs < 1:
-        raise ValueError(f"`epochs` must be >= 1; received epochs={config.epochs!r}")
+    config.validate()
+    check_output_folder(config.output, "output folder")  # before any work, not at the first checkpoint
     strategy = strategy or make_strategy(config.strategy)
-    chief = is_chief(strategy)
-    tmp_output = None
     backup_dir = os.path.join(config.output, "backup")
-    if not chief:
-        # Non-chief workers of a multi-worker run write checkpoints and logs to a scratch folder, but
-        # keep their own backup next to the chief's so that every worker resumes at the same epoch.
-        backup_dir = os.path.join(backup_dir, f"worker-{strategy.cluster_resolver.task_id}")
-        tmp_output = tempfile.mkdtemp(prefix="effconv-worker-")
-        config = dataclasses.replace(config, output=tmp_output)
     data = data_lib.load(
         config.data,
         batch_size=config.batch_size,
@@ -91,12 +83,9 @@ def train(config, strategy=None, callbacks=(), log=print):
         return _fit(config, strategy, data, initial_epoch, callbacks, log, backup_dir)
     except BaseException:
         # A run that fails before finishing its first epoch leaves nothing behind.
-        if created and chief and not os.path.exists(os.path.join(config.output, "last.keras")):
+        if created and not os.path.exists(os.path.join(config.output, "last.keras")):
             shutil.rmtree(config.output, ignore_errors=True)
         raise
-    finally:
-        if tmp_output:
-            shutil.rmtree(tmp_output, ignore_errors=True)
 
 
 def _fit(config, strategy, data, initial_epoch, callbacks, log, backup_dir):

@@ -1,7 +1,8 @@
 """Models for training: the registry's models behind a pixel-rescaling layer, DemoCNN, `.keras` loading."""
 
-import contextlib
+import json
 import os
+import zipfile
 
 import keras
 import numpy as np
@@ -13,7 +14,7 @@ _RAW_PIXEL_MODELS = ("EfficientNet",)
 
 
 def demo_cnn(input_shape=(32, 32, 3), classes=10, weights=None, **kwargs):
-    """A small plain CNN (~0.1 M params) used by `effconv demo` when no "EffResNet20" is registered."""
+    """A small plain CNN (~0.1 M params): the default of `effconv train`, quick to train in tests."""
     if weights is not None:
         raise ValueError(f"DemoCNN has no pretrained weights; received weights={weights!r}")
     inputs = keras.Input(input_shape)
@@ -31,15 +32,12 @@ def demo_cnn(input_shape=(32, 32, 3), classes=10, weights=None, **kwargs):
 
 
 LOCAL_MODELS = {"DemoCNN": demo_cnn}
+DEMO_MODEL = "EffResNet20"  # what `effconv demo` trains by default
 
 
 def model_names():
     """Registered model names plus the models defined here (DemoCNN)."""
     return sorted(set(registry.available_models()) | set(LOCAL_MODELS))
-
-
-def default_demo_model():
-    return "EffResNet20" if "EffResNet20" in registry.available_models() else "DemoCNN"
 
 
 def build_model(name, input_shape, num_classes, rescale="auto"):
@@ -78,13 +76,21 @@ def outputs_are_probabilities(model):
 
 
 def load_model(path):
-    """Load a `.keras` file (registering this package's custom layers first), uncompiled."""
+    """Load a `.keras` file, uncompiled (`import keras_effconv` has registered the custom layers).
+
+    A missing file raises FileNotFoundError; a file that is not a readable `.keras` archive (corrupt,
+    truncated, another format) raises ValueError naming the file.
+    """
+    path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"model file not found: {path!r}")
-    for module in ("keras_effconv.layers", "keras_effconv.applications"):
-        with contextlib.suppress(ImportError):
-            __import__(module)
-    return keras.saving.load_model(path, compile=False)
+    if os.path.isdir(path) or not zipfile.is_zipfile(path):
+        kind = "a folder" if os.path.isdir(path) else "not a zip archive: corrupt, truncated or another format"
+        raise ValueError(f"{path!r} is not a readable .keras model file ({kind})")
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except (zipfile.BadZipFile, KeyError, EOFError, OSError, json.JSONDecodeError, ValueError) as error:
+        raise ValueError(f"cannot load the .keras model {path!r}: {type(error).__name__}: {error}") from None
 
 
 def compile_for_eval(model, label_smoothing=0.0):

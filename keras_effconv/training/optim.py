@@ -43,17 +43,6 @@ def make_strategy(name="default"):
     raise ValueError(f"`strategy` must be one of {STRATEGIES}; received strategy={name!r}")
 
 
-def is_chief(strategy):
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None:
-        return True
-    cluster = resolver.cluster_spec().as_dict()
-    if not cluster:
-        return True
-    task_type, task_id = resolver.task_type, resolver.task_id
-    return task_type == "chief" or (task_type == "worker" and task_id == 0 and "chief" not in cluster)
-
-
 def make_schedule(learning_rate, total_steps, warmup_steps=0):
     """Linear warmup from 0 to `learning_rate` over `warmup_steps`, then cosine decay to 0."""
     total_steps = max(int(total_steps), 1)
