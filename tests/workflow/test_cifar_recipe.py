@@ -1,9 +1,9 @@
-"""Smoke test of the CIFAR-10 recipe (recipes/cifar10/train.py) on a few generated TFRecords.
+"""Smoke test of the recipes (keras_effconv.training.recipes, behind recipes/*/train.py) on a few
+generated TFRecords.
 
 Never reads the shared CIFAR-10 data: the records are generated in tmp_path.
 """
 
-import importlib.util
 import json
 import os
 
@@ -11,14 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-RECIPE = os.path.join(os.path.dirname(__file__), "..", "..", "recipes", "cifar10", "train.py")
-
-
-def load_recipe():
-    spec = importlib.util.spec_from_file_location("cifar10_recipe", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from keras_effconv.training import recipes
 
 
 def write_records(folder, n=40, shards=2, seed=0):
@@ -39,16 +32,15 @@ def write_records(folder, n=40, shards=2, seed=0):
 
 @pytest.mark.slow
 def test_recipe_trains_and_writes_results(tmp_path):
-    recipe = load_recipe()
     data = write_records(str(tmp_path / "records"))
     results = str(tmp_path / "results.json")
     argv = [
         "--model", "EffResNet20", "--data", data, "--output", str(tmp_path / "run"), "--epochs", "2",
         "--batch-size", "8", "--steps-per-epoch", "2", "--results", results, "--run-name", "smoke",
     ]
-    args = recipe.parse_args(argv)
+    args = recipes.parse_args("cifar10", argv)
     assert args.batch_size == 8 and args.augment == "crop" and args.lr == 0.2 and not args.depthwise_decay
-    result = recipe.run(args, argv, log=lambda *_: None)
+    result = recipes.run(args, "smoke", log=lambda *_: None)
     assert result["num_train"] == 36 and result["num_validation"] == 4  # every 10th record validates
     assert len(result["history"]["val_accuracy"]) == 2 and len(result["history"]["epoch_seconds"]) == 2
     assert 0.0 <= result["val_accuracy_best_flip_tta"] <= 1.0
@@ -58,3 +50,11 @@ def test_recipe_trains_and_writes_results(tmp_path):
         assert os.path.exists(tmp_path / "run" / name)
     with open(results) as f:
         assert json.load(f)["runs"]["smoke"]["model"] == "EffResNet20"
+
+
+def test_recipe_defaults_and_overrides():
+    args = recipes.parse_args("imagenette", ["--epochs", "3"])
+    assert args.epochs == 3 and args.augment == "inception" and args.image_size == (112, 112)
+    assert recipes.parse_args("cifar10", []).augment == "crop"
+    with pytest.raises(ValueError, match="recipe='mnist'"):
+        recipes.parse_args("mnist", [])

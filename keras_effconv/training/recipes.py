@@ -1,0 +1,122 @@
+"""Named recipes: `effconv train` defaults for one dataset, plus a results record per run.
+
+A recipe is only defaults, so every `effconv train` option still applies and overrides it:
+`recipes/cifar10/train.py --model ResNet20 --epochs 30` is `effconv train` with the CIFAR-10
+defaults below. `run` also writes OUTPUT/result.json (MACs, params, seconds per epoch, validation
+accuracy per epoch, best and flip-TTA accuracy, the command) and can merge it into a results file.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import shlex
+import sys
+import time
+
+SHARED_DATA = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
+                                            "shared", "data"))
+
+RECIPES = {
+    # He et al.'s CIFAR setup shortened to an epoch budget (recipes/cifar10/README.md).
+    "cifar10": dict(
+        model="EffResNet20", data=os.path.join(SHARED_DATA, "cifar10-train"), output="runs/cifar10",
+        image_size="32,32", batch_size=128, epochs=15, lr=0.2, augment="crop", label_smoothing=0.1,
+        weight_decay=5e-4, warmup_epochs=1.0, val_split=0.1, shuffle_buffer=50000, quiet=True,
+    ),
+    # ImageNet-style at a CPU-sized resolution (recipes/imagenette/README.md).
+    "imagenette": dict(
+        model="EffResNet50", data=os.path.join(SHARED_DATA, "imagenette-224-train"), output="runs/imagenette",
+        image_size="112,112", batch_size=32, epochs=8, lr=0.1, augment="inception", label_smoothing=0.1,
+        weight_decay=5e-4, warmup_epochs=1.0, val_split=0.1, shuffle_buffer=10000, quiet=True,
+    ),
+}
+
+
+def parse_args(recipe, argv=None, description=None):
+    """`effconv train`'s arguments with the defaults of `recipe`, plus --results / --run-name."""
+    from keras_effconv.cli import train as train_cli
+
+    if recipe not in RECIPES:
+        raise ValueError(f"`recipe` must be one of {sorted(RECIPES)}; received recipe={recipe!r}")
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    train_cli.add_arguments(parser)
+    parser.set_defaults(**RECIPES[recipe])
+    parser.add_argument("--results", help="merge the result into this JSON file (a results.json beside the recipe)")
+    parser.add_argument("--run-name", help="key of this run in --results (default: MODEL-EPOCHSep-seedSEED)")
+    return parser.parse_args(argv)
+
+
+def merge_result(path, key, result):
+    """Add `result` under `key` to the JSON object in `path` (created if missing), atomically."""
+    import fcntl
+
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        payload = {}
+        if os.path.exists(path):
+            with open(path) as f:
+                payload = json.load(f)
+        payload.setdefault("runs", {})[key] = result
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(payload, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path + ".lock")
+
+
+def run(args, command, log=print):
+    """Train with `effconv train`'s loop; returns the result dict (also OUTPUT/result.json)."""
+    import numpy as np
+
+    from keras_effconv import training
+    from keras_effconv.analysis import count_macs
+    from keras_effconv.cli import train as train_cli
+
+    config = train_cli.config_from_args(args)
+    start = time.perf_counter()
+    outcome = training.train(config, log=log)
+    wall = time.perf_counter() - start
+    with open(os.path.join(config.output, "run.json")) as f:
+        run_info = json.load(f)
+    hist = {k: [round(float(v), 5) for v in vs] for k, vs in outcome.history.items() if k != "learning_rate"}
+    result = {
+        "model": config.model,
+        "macs": int(count_macs(outcome.model)),
+        "macs_counter": "keras_effconv.analysis.count_macs",
+        "params": int(outcome.model.count_params()),
+        "input_shape": list(outcome.input_shape),
+        "epochs": config.epochs,
+        "seed": config.seed,
+        "num_train": outcome.num_train,
+        "num_validation": outcome.num_validation,
+        "val_accuracy_last": hist["val_accuracy"][-1],
+        "val_accuracy_best": max(hist["val_accuracy"]),
+        "val_accuracy_best_flip_tta": run_info["best"].get("val_accuracy_flip"),
+        "best_epoch": int(np.argmax(hist["val_accuracy"])) + 1,
+        "seconds_per_epoch_median": round(float(np.median(hist.get("epoch_seconds", [float("nan")]))), 1),
+        "wall_seconds": round(wall, 1),
+        "history": hist,
+        "command": command,
+        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    with open(os.path.join(config.output, "result.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    if args.results:
+        merge_result(args.results, args.run_name or f"{config.model}-{config.epochs}ep-seed{config.seed}", result)
+    log(f"{config.model}: val_accuracy {result['val_accuracy_last']:.4f} after {config.epochs} epochs "
+        f"(best {result['val_accuracy_best']:.4f} @ {result['best_epoch']}, flip TTA "
+        f"{result['val_accuracy_best_flip_tta']}); {result['seconds_per_epoch_median']:.0f} s/epoch")
+    return result
+
+
+def main(recipe, script, argv=None, description=None):
+    """Entry point of a recipe script: parse with the recipe's defaults, train, record."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(recipe, argv, description)
+    run(args, f"python {script} " + shlex.join(argv))
+    return 0
