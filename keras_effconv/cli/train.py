@@ -1,5 +1,7 @@
 """`effconv train`: train a registered model on a data spec, with checkpoints and resume."""
 
+import sys
+
 from keras_effconv._paths import check_output_folder
 from keras_effconv.cli.common import add_data_arguments
 from keras_effconv.cli.common import fraction_arg
@@ -66,9 +68,16 @@ def add_arguments(parser):
     opt.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
     opt.add_argument("--seed", type=seed_arg, default=0, help="random seed (default: %(default)s)")
     dist = parser.add_argument_group("distribution")
-    dist.add_argument("--strategy", choices=("default", "mirrored", "multi-worker"), default="default",
-                      help="tf.distribute strategy: mirrored = all local GPUs (or logical CPUs); multi-worker = "
-                      "MultiWorkerMirroredStrategy, cluster from TF_CONFIG (default: %(default)s)")
+    dist.add_argument("--strategy", choices=("default", "mirrored", "multiworker", "multi-worker"), default="default",
+                      help="tf.distribute strategy: mirrored = all local GPUs (or logical CPUs); multiworker (or "
+                      "multi-worker) = MultiWorkerMirroredStrategy, cluster from TF_CONFIG, custom training loop; "
+                      "default = multiworker when TF_CONFIG is set, else one device (default: %(default)s)")
+    dist.add_argument("--loop", choices=("auto", "fit", "custom"), default="auto",
+                      help="training loop: fit (Keras model.fit), custom (tf.distribute custom loop), auto = custom "
+                      "for multiworker, else fit (default: %(default)s)")
+    dist.add_argument("--worker-timeout", type=non_negative_float, default=600.0, metavar="SECONDS",
+                      help="multiworker: fail (exit 1) when no step finishes for this long, e.g. a peer died; "
+                      "also bounds each collective operation; 0 disables (default: %(default)s)")
     dist.add_argument("--virtual-devices", type=positive_int, metavar="N",
                       help="split the CPU into N logical devices (try --strategy mirrored without GPUs)")
     parser.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
@@ -101,6 +110,8 @@ def config_from_args(args):
         image_size=args.image_size,
         classes=args.classes,
         strategy=args.strategy,
+        loop=args.loop,
+        worker_timeout=args.worker_timeout,
         split=args.split,
         data_dir=args.data_dir,
         download=args.download,
@@ -125,13 +136,19 @@ def setup_devices(count):
         raise ValueError(f"--virtual-devices must be set before TensorFlow starts: {error}") from None
 
 
-def run(args):
+def run(args, callbacks=()):
     check_output_folder(args.output, "--output")
     setup_devices(args.virtual_devices)
     from keras_effconv import training
 
     config = config_from_args(args)
-    result = training.train(config)
+    try:
+        result = training.train(config, callbacks=callbacks)
+    except training.PeerFailure as error:  # a dead peer worker: one line, not a collective-op traceback
+        if args.debug:
+            raise
+        print(f"effconv train: error: {error}", file=sys.stderr)
+        return 1
     best = f"epoch {result.best_epoch + 1}" if result.best_epoch is not None else "n/a"
     print()
     print(f"Finished {config.model}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(result.metrics.items())))

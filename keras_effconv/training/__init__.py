@@ -14,6 +14,7 @@ AdamW and a warmup + cosine learning-rate schedule, and fits it with:
 """
 
 from keras_effconv.training.callbacks import AtomicCheckpoint, EpochTimer, ScalarSummaries, save_atomic, tensorboard_callback
+from keras_effconv.training.cluster import PeerFailure, is_chief, parse_tf_config
 from keras_effconv.training.config import TrainConfig, TrainResult
 from keras_effconv.training.loop import backup_epoch, evaluate, evaluate_flip, train
 from keras_effconv.training.models import (

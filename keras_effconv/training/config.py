@@ -28,7 +28,9 @@ class TrainConfig:
     image_size: tuple = None  # (H, W); default: the data's image size
     classes: int = None  # default: the data's number of classes
     rescale: str = "auto"
-    strategy: str = "default"
+    strategy: str = "default"  # default (multiworker when TF_CONFIG is set), mirrored, multiworker
+    loop: str = "auto"  # auto (fit; the custom loop for multi-worker), fit, custom
+    worker_timeout: float = 600.0  # multi-worker: give up after this many seconds without progress
     split: str = "train"
     data_dir: str = None
     download: bool = False
@@ -57,6 +59,7 @@ class TrainConfig:
             ("mixup", self.mixup, float, 0.0, None),
             ("cutmix", self.cutmix, float, 0.0, None),
             ("val_split", self.val_split, float, 0.0, 1.0),
+            ("worker_timeout", self.worker_timeout, float, 0.0, None),
         )
         for name, value, kind, low, high in checks:
             if value is None and name in ("steps_per_epoch", "classes", "lr"):

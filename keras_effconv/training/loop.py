@@ -6,13 +6,17 @@ import json
 import math
 import os
 import shutil
+import tempfile
 
 import keras
 
 from keras_effconv import data as data_lib
 from keras_effconv._paths import check_output_folder
+from keras_effconv.training import distributed
 from keras_effconv.training.callbacks import AtomicCheckpoint, EpochTimer, _write_json_atomic, tensorboard_callback
+from keras_effconv.training.cluster import is_chief
 from keras_effconv.training.config import TrainResult
+from keras_effconv.training.distributed import LOOPS
 from keras_effconv.training.models import build_model, compile_for_eval, model_names, outputs_are_probabilities
 from keras_effconv.training.optim import OPTIMIZERS, STRATEGIES, make_optimizer, make_schedule, make_strategy
 
@@ -53,13 +57,21 @@ def train(config, strategy=None, callbacks=(), log=print):
         ("optimizer", config.optimizer, OPTIMIZERS),
         ("strategy", config.strategy, STRATEGIES),
         ("augment", config.augment, data_lib.AUGMENTATIONS),
+        ("loop", config.loop, LOOPS),
     ):
         if value not in allowed:
             raise ValueError(f"`{name}` must be one of {allowed}; received {name}={value!r}")
     config.validate()
     check_output_folder(config.output, "output folder")  # before any work, not at the first checkpoint
-    strategy = strategy or make_strategy(config.strategy)
+    strategy = strategy or make_strategy(config.strategy, timeout_seconds=config.worker_timeout)
+    chief = is_chief(strategy)
     backup_dir = os.path.join(config.output, "backup")
+    tmp_output = None
+    if not chief:
+        # Non-chief workers (custom loop) write their logs and models to a scratch folder and read the
+        # chief's checkpoint in OUTPUT/backup to resume at the same epoch.
+        tmp_output = tempfile.mkdtemp(prefix="effconv-worker-")
+        config = dataclasses.replace(config, output=tmp_output)
     data = data_lib.load(
         config.data,
         batch_size=config.batch_size,
@@ -80,15 +92,18 @@ def train(config, strategy=None, callbacks=(), log=print):
     created = not os.path.exists(config.output)
     initial_epoch = _prepare_output(config)
     try:
-        return _fit(config, strategy, data, initial_epoch, callbacks, log, backup_dir)
+        return _fit(config, strategy, data, initial_epoch, callbacks, log, backup_dir, chief)
     except BaseException:
         # A run that fails before finishing its first epoch leaves nothing behind.
-        if created and not os.path.exists(os.path.join(config.output, "last.keras")):
+        if created and chief and not os.path.exists(os.path.join(config.output, "last.keras")):
             shutil.rmtree(config.output, ignore_errors=True)
         raise
+    finally:
+        if tmp_output:
+            shutil.rmtree(tmp_output, ignore_errors=True)
 
 
-def _fit(config, strategy, data, initial_epoch, callbacks, log, backup_dir):
+def _fit(config, strategy, data, initial_epoch, callbacks, log, backup_dir, chief=True):
     steps_per_epoch = math.ceil(data.num_train / config.batch_size)
     train_ds = data.train
     if config.steps_per_epoch:
@@ -97,6 +112,7 @@ def _fit(config, strategy, data, initial_epoch, callbacks, log, backup_dir):
     total_steps = steps_per_epoch * config.epochs
     lr = config.lr if config.lr is not None else config.default_lr()
     input_shape = tuple(data.image_size) + (3,)
+    custom = distributed.uses_custom_loop(config, strategy)
 
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
@@ -105,7 +121,7 @@ def _fit(config, strategy, data, initial_epoch, callbacks, log, backup_dir):
         schedule = make_schedule(lr, total_steps, round(config.warmup_epochs * steps_per_epoch))
         optimizer = make_optimizer(config.optimizer, schedule, config.weight_decay, config.momentum,
                                    config.depthwise_decay)
-        model.compile(
+        model.compile(  # the custom loop too: the saved models carry the same compile config
             optimizer=optimizer,
             loss=keras.losses.CategoricalCrossentropy(from_logits=from_logits, label_smoothing=config.label_smoothing),
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
@@ -114,13 +130,11 @@ def _fit(config, strategy, data, initial_epoch, callbacks, log, backup_dir):
 
     monitor = "val_accuracy" if data.validation is not None else "accuracy"
     checkpoint = AtomicCheckpoint(config.output, monitor=monitor, mode="max")
-    all_callbacks = [
+    epoch_callbacks = [  # BackupAndRestore (fit) or a CheckpointManager (custom loop) comes in addition
         EpochTimer(),
         checkpoint,
         keras.callbacks.CSVLogger(os.path.join(config.output, "log.csv"), append=True),
         tensorboard_callback(os.path.join(config.output, "tensorboard")),
-        keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True),
-        *callbacks,
     ]
     log(
         f"Training {config.model} ({model.count_params():,} params, input {input_shape}, "
@@ -128,18 +142,27 @@ def _fit(config, strategy, data, initial_epoch, callbacks, log, backup_dir):
         f"{data.num_validation} validation examples, {config.epochs} epochs x {steps_per_epoch} steps, "
         f"batch {config.batch_size}, {config.optimizer} lr {lr:g}, {strategy.num_replicas_in_sync} replica(s)"
     )
-    if initial_epoch:
-        log(f"Resuming from epoch {initial_epoch + 1}/{config.epochs} (backup in {backup_dir})")
-    with data_lib.data_errors(data.files):
-        history = model.fit(
-            train_ds,
-            validation_data=data.validation,
-            epochs=config.epochs,
-            callbacks=all_callbacks,
-            verbose=config.verbose,
-            shuffle=False,  # the pipeline shuffles
+    extra = {}
+    if custom:
+        history, initial_epoch, throughput = distributed.run_loop(
+            config, strategy, data, train_ds, model, optimizer, from_logits, [*epoch_callbacks, *callbacks], log,
+            backup_dir, chief,
         )
-    metrics = {key: float(values[-1]) for key, values in history.history.items() if values}
+        extra["throughput"] = {"samples_per_second": throughput, "replicas": strategy.num_replicas_in_sync}
+    else:
+        if initial_epoch:
+            log(f"Resuming from epoch {initial_epoch + 1}/{config.epochs} (backup in {backup_dir})")
+        backup = keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True)
+        with data_lib.data_errors(data.files):
+            history = model.fit(
+                train_ds,
+                validation_data=data.validation,
+                epochs=config.epochs,
+                callbacks=[*epoch_callbacks, backup, *callbacks],
+                verbose=config.verbose,
+                shuffle=False,  # the pipeline shuffles
+            ).history
+    metrics = {key: float(values[-1]) for key, values in history.items() if values}
     if not os.path.exists(checkpoint.best_path):  # e.g. a NaN metric all along: keep the last model
         shutil.copyfile(checkpoint.last_path, checkpoint.best_path)
     best_scores = {}
@@ -149,7 +172,7 @@ def _fit(config, strategy, data, initial_epoch, callbacks, log, backup_dir):
         log(f"Best checkpoint: val_accuracy {checkpoint.best:.4f}, with flip TTA {best_scores['val_accuracy_flip']:.4f}")
     result = TrainResult(
         model=model,
-        history={k: [float(v) for v in vs] for k, vs in history.history.items()},
+        history={k: [float(v) for v in vs] for k, vs in history.items()},
         output=config.output,
         best_path=checkpoint.best_path,
         last_path=checkpoint.last_path,
@@ -170,6 +193,7 @@ def _fit(config, strategy, data, initial_epoch, callbacks, log, backup_dir):
         "num_validation": data.num_validation,
         "best": {"epoch": checkpoint.best_epoch, monitor: checkpoint.best, **best_scores, "path": checkpoint.best_path},
         "last": {"path": checkpoint.last_path, **metrics},
+        **extra,
     }
     _write_json_atomic(os.path.join(config.output, "run.json"), run_info)
     return result

@@ -1,12 +1,11 @@
 """Distribution strategy, learning-rate schedule and optimizer for `train`."""
 
-import json
-import os
-
 import keras
 import tensorflow as tf
 
-STRATEGIES = ("default", "mirrored", "multi-worker")
+from keras_effconv.training import cluster
+
+STRATEGIES = ("default", "mirrored", "multiworker", "multi-worker")
 OPTIMIZERS = ("sgd", "adamw")
 
 
@@ -19,7 +18,16 @@ def configure_virtual_devices(count):
     tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * int(count))
 
 
-def make_strategy(name="default"):
+def make_strategy(name="default", timeout_seconds=None):
+    """The `tf.distribute` strategy called `name`; "default" becomes "multiworker" when TF_CONFIG is set.
+
+    "multiworker" (or "multi-worker"): MultiWorkerMirroredStrategy from TF_CONFIG (checked first,
+    one-line errors), trained by the custom loop of `keras_effconv.training.distributed`;
+    `timeout_seconds` bounds its collectives.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"`strategy` must be one of {STRATEGIES}; received strategy={name!r}")
+    name = cluster.strategy_name(name)
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
@@ -27,20 +35,7 @@ def make_strategy(name="default"):
             d.name for d in tf.config.list_logical_devices("CPU")
         ]
         return tf.distribute.MirroredStrategy(devices=devices)
-    if name == "multi-worker":
-        # Reads the cluster from the TF_CONFIG environment variable (a single local worker without it).
-        cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
-        tasks = sum(len(cluster.get(kind, [])) for kind in ("chief", "worker"))
-        if tasks > 1:
-            # Keras 3 `fit` fails under MultiWorkerMirroredStrategy with several workers ("Attempt to
-            # convert a value (PerReplica...)"): keras-team/keras#20585, tensorflow/tensorflow#72388.
-            raise ValueError(
-                f"--strategy multi-worker with {tasks} workers (TF_CONFIG) is not supported: Keras 3 "
-                "model.fit cannot train under MultiWorkerMirroredStrategy across workers "
-                "(keras-team/keras#20585). Use --strategy mirrored on one machine"
-            )
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"`strategy` must be one of {STRATEGIES}; received strategy={name!r}")
+    return cluster.make_multiworker_strategy(timeout_seconds)
 
 
 def make_schedule(learning_rate, total_steps, warmup_steps=0):

@@ -142,11 +142,3 @@ def test_killed_run_resumes_where_it_stopped(tmp_path):
     epochs = _epochs(out)
     assert epochs[-(8 - done):] == list(range(done, 8)) and set(epochs) == set(range(8))
     assert keras.saving.load_model(str(out / "last.keras")) is not None
-
-
-def test_multi_worker_with_several_workers_is_refused_clearly(monkeypatch):
-    """Keras 3 fit fails under MultiWorkerMirroredStrategy across workers (keras-team/keras#20585)."""
-    cluster = {"cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": {"type": "worker", "index": 0}}
-    monkeypatch.setenv("TF_CONFIG", json.dumps(cluster))
-    with pytest.raises(ValueError, match="2 workers.*not supported.*mirrored"):
-        training.make_strategy("multi-worker")
