@@ -7,6 +7,7 @@ does not exist), so `parse_tf_config` checks it first and names what is wrong in
 
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -67,6 +68,26 @@ def parse_tf_config(text=None):
             f"TF_CONFIG task index {index!r} is out of range: cluster[{kind!r}] has {len(cluster[kind])} address(es)"
         )
     return config
+
+
+def free_ports(count, host="127.0.0.1"):
+    """`count` distinct free TCP ports on `host` (bound to port 0 together, then released)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind((host, 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def local_tf_config(ports, index, host="127.0.0.1"):
+    """The TF_CONFIG (JSON) of worker `index` of a cluster of local workers listening on `ports`."""
+    return json.dumps({"cluster": {"worker": [f"{host}:{port}" for port in ports]},
+                       "task": {"type": "worker", "index": int(index)}})
 
 
 def num_workers(tf_config):

@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import numpy as np
 
 from keras_effconv.cli import main as cli_main
 from keras_effconv.cli import train as train_cli
+from keras_effconv.training import cluster as training_cluster
 from keras_effconv.training import models
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -75,24 +75,6 @@ if __name__ == "__main__":
 # Test side: start and always end worker processes.
 
 
-def free_ports(count):
-    """`count` distinct free TCP ports on 127.0.0.1 (bound to port 0, then released)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def tf_config(ports, index):
-    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker", "index": index}})
-
-
 def env(**extra):
     values = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), PYTHONUNBUFFERED="1")
     values.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -107,11 +89,12 @@ def command(step_log, *args):
 
 @contextlib.contextmanager
 def cluster(folder, args, workers=2):
-    """Start `workers` worker processes (1 CPU device each) on 127.0.0.1 running `effconv train ARGS`;
+    """Start `workers` worker processes (1 CPU device each) on 127.0.0.1 running `effconv train ARGS`
+    (`args`: a sequence, or a function of the worker index giving one);
     yields the Popen objects (stdout/stderr in FOLDER/wI.out / wI.err, step logs in FOLDER/stepsI.jsonl);
     kills whatever still runs on exit, even when the test fails."""
     os.makedirs(folder, exist_ok=True)
-    ports = free_ports(workers)
+    ports = training_cluster.free_ports(workers)
     procs, files = [], []
     try:
         for i in range(workers):
@@ -119,8 +102,8 @@ def cluster(folder, args, workers=2):
             err = open(os.path.join(folder, f"w{i}.err"), "w")
             files += [out, err]
             procs.append(subprocess.Popen(
-                command(os.path.join(folder, f"steps{i}.jsonl"), *args),
-                stdout=out, stderr=err, env=env(TF_CONFIG=tf_config(ports, i)), cwd=REPO,
+                command(os.path.join(folder, f"steps{i}.jsonl"), *(args(i) if callable(args) else args)),
+                stdout=out, stderr=err, env=env(TF_CONFIG=training_cluster.local_tf_config(ports, i)), cwd=REPO,
             ))
         yield procs
     finally:
