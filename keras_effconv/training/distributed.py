@@ -139,7 +139,11 @@ class LoopState:
 
 
 def run_loop(config, strategy, data, train_ds, model, optimizer, from_logits, epoch_callbacks, log, backup_dir, chief):
-    """Train `model` for the remaining epochs of `config`; returns (history, initial_epoch, throughput)."""
+    """Train `model` for the remaining epochs of `config`; returns (history, initial_epoch, throughput).
+
+    throughput: per epoch, steady-state training samples (all workers) per wall second and per CPU
+    second of this process (the first step of each epoch, which may trace, is left out).
+    """
     with strategy.scope():
         optimizer.build(model.trainable_variables)
     state = LoopState(backup_dir, model, optimizer, chief)
@@ -152,49 +156,55 @@ def run_loop(config, strategy, data, train_ds, model, optimizer, from_logits, ep
     dist_train = distribute(strategy, train_ds, policy)
     dist_val = distribute(strategy, data.validation, policy) if data.validation is not None else None
     task_type, task_id = cluster.task_info(strategy)
-    watchdog = cluster.Watchdog(getattr(config, "worker_timeout", 0) or 0, name=f"{task_type} {task_id}").start()
-    callbacks = keras.callbacks.CallbackList(list(epoch_callbacks), model=model)
-    history, throughput = {}, []
+    watchdog = cluster.Watchdog(config.worker_timeout or 0, name=f"{task_type} {task_id}").start()
+    history = keras.callbacks.History()
+    callbacks = keras.callbacks.CallbackList([*epoch_callbacks, history], model=model)
+    throughput = {"samples_per_second": [], "samples_per_cpu_second": []}
     log(f"Custom training loop: {strategy.__class__.__name__}, {strategy.num_replicas_in_sync} replica(s), "
         f"task {task_type} {task_id}{' (chief)' if chief else ''}, input sharding {policy.name}")
-    with peer_errors(strategy):
+    with peer_errors(strategy), data_lib.data_errors(data.files):
         try:
             callbacks.on_train_begin()
             for epoch in range(initial_epoch, config.epochs):
                 callbacks.on_epoch_begin(epoch)
-                totals, timed, start = np.zeros(3), 0.0, None
-                with data_lib.data_errors(data.files):
-                    for step, batch in enumerate(dist_train):
-                        step_totals = train_step(batch).numpy()
-                        totals += step_totals
-                        watchdog.beat(f"epoch {epoch + 1} step {step + 1}")
-                        if step == 0:
-                            start = time.perf_counter()  # steady state: after the first (tracing) step
-                        else:
-                            timed += step_totals[2]
-                        callbacks.on_train_batch_end(step, {"loss": float(step_totals[0] / max(step_totals[2], 1.0))})
-                    logs = dict(zip(("loss", "accuracy"), _mean(totals)))
-                    if dist_val is not None:
-                        val = np.zeros(3)
-                        for batch in dist_val:
-                            val += eval_step(batch).numpy()
-                            watchdog.beat(f"epoch {epoch + 1} validation")
-                        logs.update(zip(("val_loss", "val_accuracy"), _mean(val)))
-                rate = timed / (time.perf_counter() - start) if start is not None and timed else float("nan")
-                throughput.append(rate)
-                logs_seen = dict(logs)
-                callbacks.on_epoch_end(epoch, logs_seen)  # callbacks may add entries (EpochTimer)
+                logs, rates = _epoch(epoch, dist_train, dist_val, train_step, eval_step, callbacks, watchdog)
+                for key, value in zip(throughput, rates):
+                    throughput[key].append(value)
+                callbacks.on_epoch_end(epoch, dict(logs))
                 state.save(epoch + 1)
                 watchdog.beat(f"epoch {epoch + 1} end")
-                for key, value in logs_seen.items():
-                    history.setdefault(key, []).append(value)
                 log(f"Epoch {epoch + 1}/{config.epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in logs.items())
-                    + f", {rate:.1f} samples/s")
+                    + f", {rates[0]:.1f} samples/s")
             callbacks.on_train_end()
         finally:
             watchdog.stop()
     state.finish()
-    return history, initial_epoch, throughput
+    return history.history, initial_epoch, throughput
+
+
+def _epoch(epoch, dist_train, dist_val, train_step, eval_step, callbacks, watchdog):
+    """One epoch of training (+ validation): (logs, (samples/s, samples per CPU second))."""
+    totals, timed, start = np.zeros(3), 0.0, None
+    for step, batch in enumerate(dist_train):
+        step_totals = train_step(batch).numpy()
+        totals += step_totals
+        watchdog.beat(f"epoch {epoch + 1} step {step + 1}")
+        if step == 0:
+            start = time.perf_counter(), time.process_time()
+        else:
+            timed += step_totals[2]
+        callbacks.on_train_batch_end(step, {"loss": float(step_totals[0] / max(step_totals[2], 1.0))})
+    rates = (float("nan"), float("nan"))
+    if start is not None and timed:
+        rates = (timed / (time.perf_counter() - start[0]), timed / max(time.process_time() - start[1], 1e-9))
+    logs = dict(zip(("loss", "accuracy"), _mean(totals)))
+    if dist_val is not None:
+        val = np.zeros(3)
+        for batch in dist_val:
+            val += eval_step(batch).numpy()
+            watchdog.beat(f"epoch {epoch + 1} validation")
+        logs.update(zip(("val_loss", "val_accuracy"), _mean(val)))
+    return logs, rates
 
 
 @contextlib.contextmanager

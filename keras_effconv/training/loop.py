@@ -148,7 +148,7 @@ def _fit(config, strategy, data, initial_epoch, callbacks, log, backup_dir, chie
             config, strategy, data, train_ds, model, optimizer, from_logits, [*epoch_callbacks, *callbacks], log,
             backup_dir, chief,
         )
-        extra["throughput"] = {"samples_per_second": throughput, "replicas": strategy.num_replicas_in_sync}
+        extra["throughput"] = {**throughput, "replicas": strategy.num_replicas_in_sync}
     else:
         if initial_epoch:
             log(f"Resuming from epoch {initial_epoch + 1}/{config.epochs} (backup in {backup_dir})")

@@ -30,6 +30,14 @@ RECIPES = {
         image_size="112,112", batch_size=32, epochs=8, lr=0.1, augment="inception", label_smoothing=0.1,
         weight_decay=5e-4, warmup_epochs=1.0, val_split=0.1, shuffle_buffer=10000, quiet=True,
     ),
+    # Full ImageNet at 224x224 on many accelerators/hosts (recipes/imagenet/README.md); batch 256 / lr 0.1
+    # is the reference point of the linear scaling rule applied by recipes/imagenet/train.py.
+    "imagenet": dict(
+        model="EffResNet50", data="tfds:imagenet2012:train", val_data="tfds:imagenet2012:validation",
+        output="runs/imagenet", image_size="224,224", batch_size=256, epochs=90, lr=0.1, augment="inception",
+        label_smoothing=0.1, weight_decay=1e-4, warmup_epochs=5.0, val_split=0.0, cache=False,
+        shuffle_buffer=10000, strategy="multiworker", loop="custom", worker_timeout=1800.0, quiet=True,
+    ),
 }
 
 
