@@ -6,6 +6,8 @@ write (probed by creating and removing a temporary file in the nearest existing 
 """
 
 import os
+import re
+import shutil
 import tempfile
 
 
@@ -46,3 +48,44 @@ def check_output_file(path, what="output file"):
     if os.path.isdir(path):
         raise ValueError(f"{what} {str(path)!r} is an existing folder; give a file name")
     check_writable(os.path.dirname(os.path.abspath(path)), what)
+
+
+def temp_prefix(path):
+    """Prefix of the temporaries written next to `path`: hidden, and naming this process."""
+    return f".{os.path.basename(path)}.effconv-{os.getpid()}."
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_temporaries(path):
+    """Remove the temporaries a killed earlier writer of `path` left beside it; returns their names.
+
+    Only names from `temp_prefix` whose process is gone are touched (a live writer's are kept). A
+    folder export killed while swapping folders leaves the previous export in ``.old.../previous``: it
+    is moved back to `path` when `path` is missing.
+    """
+    folder, base = os.path.dirname(os.path.abspath(path)), os.path.basename(path)
+    pattern = re.compile(rf"^\.{re.escape(base)}\.effconv-(\d+)\.")
+    removed = []
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
+        match = pattern.match(name)
+        if not match or _alive(int(match.group(1))):
+            continue
+        full = os.path.join(folder, name)
+        previous = os.path.join(full, "previous")
+        if ".old." in name and os.path.exists(previous) and not os.path.exists(path):
+            os.replace(previous, path)
+        if os.path.isdir(full) and not os.path.islink(full):
+            shutil.rmtree(full, ignore_errors=True)
+        else:
+            os.remove(full)
+        removed.append(name)
+    return removed

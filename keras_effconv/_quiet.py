@@ -8,6 +8,7 @@ redirected to a temporary file and replays it only if the import fails. Library 
 TensorFlow's usual output.
 """
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -32,29 +33,47 @@ def cli_is_quiet(argv=None):
     return argv is not None and "--verbose" not in argv and os.environ.get("EFFCONV_VERBOSE") != "1"
 
 
-def import_tensorflow(quiet):
-    """Import TensorFlow and list its devices; with `quiet`, fd 2 is captured meanwhile."""
-    if not quiet or "tensorflow" in sys.modules:
-        import tensorflow  # noqa: F401
+ACTIVE = False  # True once the CLI has quieted TensorFlow (then `c_stderr_quieted` captures too)
 
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # later C++ INFO/WARNING lines
+
+@contextlib.contextmanager
+def captured_fd2(replay_on_error=True):
+    """Run the block with file descriptor 2 sent to a temporary file (replayed if the block raises)."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()  # the CUDA probe logs here, not at import
+            yield
         except BaseException:
             os.dup2(saved, 2)
-            captured.seek(0)
-            sys.stderr.write(captured.read().decode(errors="replace"))
+            if replay_on_error:
+                captured.seek(0)
+                sys.stderr.write(captured.read().decode(errors="replace"))
             raise
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+
+
+def c_stderr_quieted():
+    """`captured_fd2` in a quiet CLI run (image decoders print to fd 2 on bad files), else a no-op."""
+    return captured_fd2(replay_on_error=False) if ACTIVE else contextlib.nullcontext()
+
+
+def import_tensorflow(quiet):
+    """Import TensorFlow and list its devices; with `quiet`, fd 2 is captured meanwhile."""
+    global ACTIVE
+    if not quiet or "tensorflow" in sys.modules:
+        import tensorflow  # noqa: F401
+
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # later C++ log lines (errors surface as exceptions)
+    with captured_fd2():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # the CUDA probe logs here, not at import
+    ACTIVE = True
     quiet_python_logging()
 
 

@@ -76,6 +76,9 @@ def add_data_arguments(parser, required=True, default=None):
         help="resize (center-crop to the aspect ratio, then resize) images to H,W; default: the data's own size",
     )
     group.add_argument("--batch-size", type=positive_int, default=64, help="global batch size (default: %(default)s)")
+    group.add_argument("--on-bad-image", choices=("error", "skip"), default="error",
+                       help="undecodable images in a folder or TFRecord: error (name them and stop before any work) "
+                       "or skip (leave them out and say how many) (default: %(default)s)")
     return group
 
 

@@ -2,6 +2,7 @@
 
 import math
 import os
+import sys
 
 from keras_effconv.cli.common import add_data_arguments
 from keras_effconv.cli.common import fraction_arg
@@ -34,8 +35,11 @@ def _source(args, num_classes):
     from keras_effconv import data as data_lib
 
     source = data_lib.open_source(
-        args.data, split=args.split, data_dir=args.data_dir, num_classes=num_classes, download=args.download
+        args.data, split=args.split, data_dir=args.data_dir, num_classes=num_classes, download=args.download,
+        on_bad_image=args.on_bad_image,
     )
+    if source.skipped:
+        print(f"effconv evaluate: {data_lib.skipped_message(source.skipped)}", file=sys.stderr)
     if args.val_split:
         training_part, validation_part = data_lib.split_validation(source, args.val_split)
         source = validation_part if args.subset == "validation" else training_part if args.subset == "training" else source

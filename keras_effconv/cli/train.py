@@ -122,6 +122,7 @@ def config_from_args(args):
         jit_compile=args.jit_compile,
         verbose=2 if args.quiet else "auto",
         overwrite=args.overwrite,
+        on_bad_image=args.on_bad_image,
     )
 
 

@@ -5,11 +5,11 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from keras_effconv.data.sources import AUGMENTATIONS
-from keras_effconv.data.sources import AUTOTUNE
-from keras_effconv.data.sources import Data
-from keras_effconv.data.sources import DataError
-from keras_effconv.data.sources import DataSource
+from keras_effconv.data.base import AUGMENTATIONS
+from keras_effconv.data.base import AUTOTUNE
+from keras_effconv.data.base import Data
+from keras_effconv.data.base import DataError
+from keras_effconv.data.base import DataSource
 from keras_effconv.data.sources import open_source
 
 # --------------------------------------------------------------------------------------------------
@@ -68,7 +68,7 @@ def resolve_image_size(source, image_size=None):
     if image_size is not None:
         return tuple(int(v) for v in image_size)
     if source.mixed_sizes:
-        raise DataError(f"{source.mixed_sizes}; pass --image-size H,W (or --input-shape) to resize them")
+        raise DataError(f"{source.mixed_sizes}; pass --image-size H,W to resize them")
     shape = source.image_shape or source.first_image_shape
     if shape is None:
         raise DataError(f"the image size of {source.description} is unknown; pass --image-size H,W")
@@ -261,10 +261,12 @@ def load(
     shuffle_buffer=10000,
     seed=0,
     tfds_builder=None,
+    on_bad_image="error",
 ):
     """Open `spec`, carve the validation split (or open `val_data`), and build both pipelines."""
     source = open_source(
-        spec, split=split, data_dir=data_dir, num_classes=num_classes, download=download, tfds_builder=tfds_builder
+        spec, split=split, data_dir=data_dir, num_classes=num_classes, download=download, tfds_builder=tfds_builder,
+        on_bad_image=on_bad_image,
     )
     size = resolve_image_size(source, image_size)
     if source.num_classes is None:
@@ -273,7 +275,8 @@ def load(
     if val_data:
         train_source = source
         val_source = open_source(
-            val_data, split="test", data_dir=data_dir, num_classes=classes, download=download, tfds_builder=None
+            val_data, split="test", data_dir=data_dir, num_classes=classes, download=download, tfds_builder=None,
+            on_bad_image=on_bad_image,
         )
     elif val_split:
         train_source, val_source = split_validation(source, val_split)
@@ -304,6 +307,7 @@ def load(
         image_size=size,
         description=source.description,
         files=source.files,
+        skipped=source.skipped + (val_source.skipped if val_data else []),
     )
 
 

@@ -16,7 +16,9 @@ import tempfile
 import numpy as np
 
 from keras_effconv._paths import check_output_file
+from keras_effconv._paths import clean_stale_temporaries
 from keras_effconv._paths import check_output_folder
+from keras_effconv._paths import temp_prefix
 from keras_effconv.export.saved_model import ParityError
 from keras_effconv.export.saved_model import export_saved_model
 from keras_effconv.export.tflite import LiteRTRunner
@@ -106,8 +108,10 @@ def check_output(output, format="tflite", overwrite=False):
     """ValueError now, not after the conversion, if `output` cannot receive a `format` export.
 
     A .tflite file may replace an existing file; a SavedModel may replace an existing non-empty folder
-    only with `overwrite`. Either must be writable.
+    only with `overwrite`. Either must be writable. Temporaries of an earlier, killed export of the
+    same `output` are removed first.
     """
+    clean_stale_temporaries(output)  # from an export killed earlier
     if format == "tflite":
         check_output_file(output, "export output")
     else:
@@ -162,7 +166,7 @@ def export_model(model, output, format="tflite", quantize=None, calibration=None
         )
     folder = os.path.dirname(output)
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(output)}.", suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(output), suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(flatbuffer)

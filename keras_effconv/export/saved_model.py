@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_effconv import implementation
+from keras_effconv._paths import temp_prefix
 
 
 def saved_model_outputs(path, x):
@@ -20,7 +21,7 @@ def replace_path(src, dst):
     """Move `src` (file or folder) to `dst`, replacing what is there; `dst` is never left half-written."""
     if os.path.isdir(dst) and not os.path.islink(dst):
         parent = os.path.dirname(os.path.abspath(dst))
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(dst)}.old.", dir=parent)
+        old = tempfile.mkdtemp(prefix=temp_prefix(dst) + "old.", dir=parent)
         os.replace(dst, os.path.join(old, "previous"))
         try:
             os.replace(src, dst)
@@ -42,7 +43,7 @@ def export_saved_model(model, path, parity_inputs=None, atol=1e-4):
     path = os.path.abspath(path)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    scratch = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp.", dir=parent)
+    scratch = tempfile.mkdtemp(prefix=temp_prefix(path) + "tmp.", dir=parent)
     try:
         staged = os.path.join(scratch, "saved_model")
         with implementation.exporting():

@@ -5,8 +5,9 @@ models take raw RGB pixels in [0, 255]), compiles it under a `tf.distribute` str
 AdamW and a warmup + cosine learning-rate schedule, and fits it with:
 
 - atomic checkpoints ``best.keras`` / ``last.keras`` (saved to a temporary name, then `os.replace`),
-- ``keras.callbacks.BackupAndRestore`` in ``OUTPUT/backup``: a killed run started again with the same
-  command resumes at the first unfinished epoch (weights, optimizer state and LR schedule step),
+- a backup in ``OUTPUT/backup`` committed atomically each epoch (`training.resume`): a run killed at any
+  moment and started again with the same command resumes at the first unfinished epoch (weights,
+  optimizer state and LR schedule step), and its logs hold each epoch once,
 - ``log.csv`` (`CSVLogger`, appended across resumes) and TensorBoard event files in ``OUTPUT/tensorboard``
   (the Keras TensorBoard callback when the `tensorboard` package is installed, else scalar summaries
   written with TF core ops that TensorBoard reads the same way),

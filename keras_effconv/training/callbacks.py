@@ -9,12 +9,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_effconv._paths import temp_prefix
+
 
 def save_atomic(model, path):
     """`model.save(path)` through a temporary file in the same folder and `os.replace`."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp.keras", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp.keras", dir=folder)
     os.close(fd)
     try:
         model.save(tmp)
@@ -49,17 +51,21 @@ class EpochTimer(keras.callbacks.Callback):
 class AtomicCheckpoint(keras.callbacks.Callback):
     """Saves ``last.keras`` every epoch and ``best.keras`` on improvement of `monitor`, atomically.
 
-    The best value is kept in ``best.json`` so a resumed run does not overwrite a better model.
+    ``best.json`` keeps the best value and the last epoch saved, so a resumed run neither overwrites a
+    better model nor misses an epoch: given `resume_row` (the last committed log row, see
+    `training.resume`), it saves that epoch's models at train begin if a kill came before it could.
+    Place it after the backup callback (whose on_train_begin restores the weights).
     """
 
-    def __init__(self, directory, monitor="val_accuracy", mode="max"):
+    def __init__(self, directory, monitor="val_accuracy", mode="max", resume_row=None):
         super().__init__()
         self.directory = directory
         self.monitor, self.mode = monitor, mode
+        self.resume_row = resume_row
         self.best_path = os.path.join(directory, "best.keras")
         self.last_path = os.path.join(directory, "last.keras")
         self.state_path = os.path.join(directory, "best.json")
-        self.best, self.best_epoch = None, None
+        self.best, self.best_epoch, self.last_epoch = None, None, -1
 
     def on_train_begin(self, logs=None):
         if os.path.exists(self.state_path):
@@ -67,6 +73,11 @@ class AtomicCheckpoint(keras.callbacks.Callback):
                 state = json.load(f)
             if state.get("monitor") == self.monitor:
                 self.best, self.best_epoch = state["value"], state["epoch"]
+            self.last_epoch = int(state.get("last_epoch", -1))
+        if self.resume_row is not None:
+            epoch, metrics = self.resume_row
+            if self.last_epoch < epoch:
+                self.on_epoch_end(epoch, dict(metrics))
 
     def _improved(self, value):
         if self.best is None:
@@ -80,7 +91,9 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         if value is not None and np.isfinite(value) and self._improved(float(value)):
             self.best, self.best_epoch = float(value), int(epoch)
             save_atomic(self.model, self.best_path)
-            _write_json_atomic(self.state_path, {"monitor": self.monitor, "value": self.best, "epoch": self.best_epoch})
+        self.last_epoch = int(epoch)
+        _write_json_atomic(self.state_path, {"monitor": self.monitor, "value": self.best, "epoch": self.best_epoch,
+                                             "last_epoch": self.last_epoch})
 
 
 class ScalarSummaries(keras.callbacks.Callback):

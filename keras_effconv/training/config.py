@@ -40,6 +40,7 @@ class TrainConfig:
     seed: int = 0
     jit_compile: bool = False
     tta: str = "flip"  # test-time augmentation of the final validation score: "none" or "flip"
+    on_bad_image: str = "error"  # undecodable images: "error" (named, before training) or "skip"
     verbose: object = "auto"
     overwrite: bool = False
 

@@ -2,7 +2,6 @@
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import shutil
@@ -12,7 +11,9 @@ import keras
 
 from keras_effconv import data as data_lib
 from keras_effconv._paths import check_output_folder
+from keras_effconv._paths import clean_stale_temporaries
 from keras_effconv.training import distributed
+from keras_effconv.training import resume
 from keras_effconv.training.callbacks import AtomicCheckpoint, EpochTimer, _write_json_atomic, tensorboard_callback
 from keras_effconv.training.cluster import is_chief
 from keras_effconv.training.config import TrainResult
@@ -23,11 +24,8 @@ from keras_effconv.training.optim import OPTIMIZERS, STRATEGIES, make_optimizer,
 
 def backup_epoch(output):
     """The epoch a run in `output` would resume at (0 when there is no backup)."""
-    path = os.path.join(output, "backup", "training_metadata.json")
-    if not os.path.exists(path):
-        return 0
-    with open(path) as f:
-        return int(json.load(f).get("epoch", 0))
+    state = resume.backup_state(os.path.join(output, "backup"))
+    return int(state["epoch"]) if state else 0
 
 
 def _prepare_output(config):
@@ -46,6 +44,8 @@ def _prepare_output(config):
         shutil.rmtree(os.path.join(output, "tensorboard"), ignore_errors=True)
         shutil.rmtree(os.path.join(output, "backup"), ignore_errors=True)
     os.makedirs(output, exist_ok=True)
+    for name in ("best.keras", "last.keras"):  # temporaries of a run killed while saving
+        clean_stale_temporaries(os.path.join(output, name))
     return resume
 
 
@@ -58,6 +58,7 @@ def train(config, strategy=None, callbacks=(), log=print):
         ("strategy", config.strategy, STRATEGIES),
         ("augment", config.augment, data_lib.AUGMENTATIONS),
         ("loop", config.loop, LOOPS),
+        ("on_bad_image", config.on_bad_image, data_lib.BAD_IMAGE_POLICIES),
     ):
         if value not in allowed:
             raise ValueError(f"`{name}` must be one of {allowed}; received {name}={value!r}")
@@ -88,6 +89,7 @@ def train(config, strategy=None, callbacks=(), log=print):
         cache=config.cache,
         shuffle_buffer=config.shuffle_buffer,
         seed=config.seed,
+        on_bad_image=config.on_bad_image,
     )
     created = not os.path.exists(config.output)
     initial_epoch = _prepare_output(config)
@@ -129,12 +131,15 @@ def _fit(config, strategy, data, initial_epoch, callbacks, log, backup_dir, chie
         )
 
     monitor = "val_accuracy" if data.validation is not None else "accuracy"
-    checkpoint = AtomicCheckpoint(config.output, monitor=monitor, mode="max")
-    epoch_callbacks = [  # BackupAndRestore (fit) or a CheckpointManager (custom loop) comes in addition
-        EpochTimer(),
-        checkpoint,
-        keras.callbacks.CSVLogger(os.path.join(config.output, "log.csv"), append=True),
-        tensorboard_callback(os.path.join(config.output, "tensorboard")),
+    rows = []
+    if not custom:  # records of epochs the backup does not hold (a kill before its commit) go: training.resume
+        rows = resume.reconcile_logs(config.output, initial_epoch, steps_per_epoch)
+    resume_row = (int(rows[-1]["epoch"]), resume.row_metrics(rows[-1])) if rows else None
+    checkpoint = AtomicCheckpoint(config.output, monitor=monitor, mode="max", resume_row=resume_row)
+    loggers = [
+        EpochTimer(), "batch",
+        keras.callbacks.CSVLogger(os.path.join(config.output, "log.csv"), append=True), "log",
+        tensorboard_callback(os.path.join(config.output, "tensorboard")), "tensorboard",
     ]
     log(
         f"Training {config.model} ({model.count_params():,} params, input {input_shape}, "
@@ -142,27 +147,34 @@ def _fit(config, strategy, data, initial_epoch, callbacks, log, backup_dir, chie
         f"{data.num_validation} validation examples, {config.epochs} epochs x {steps_per_epoch} steps, "
         f"batch {config.batch_size}, {config.optimizer} lr {lr:g}, {strategy.num_replicas_in_sync} replica(s)"
     )
+    if data.skipped:
+        log(data_lib.skipped_message(data.skipped).capitalize())
     extra = {}
-    if custom:
+    if custom:  # the loop's CheckpointManager saves after these callbacks
         history, initial_epoch, throughput = distributed.run_loop(
-            config, strategy, data, train_ds, model, optimizer, from_logits, [*epoch_callbacks, *callbacks], log,
-            backup_dir, chief,
+            config, strategy, data, train_ds, model, optimizer, from_logits,
+            resume.with_kill_points([*loggers, checkpoint, *callbacks]), log, backup_dir, chief,
         )
         extra["throughput"] = {**throughput, "replicas": strategy.num_replicas_in_sync}
     else:
         if initial_epoch:
             log(f"Resuming from epoch {initial_epoch + 1}/{config.epochs} (backup in {backup_dir})")
-        backup = keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True)
+        all_callbacks = resume.with_kill_points([  # epoch-end order: logs, then the commit, then checkpoints
+            *loggers, resume.AtomicBackupAndRestore(backup_dir), "backup", checkpoint, "checkpoint", *callbacks,
+        ])
         with data_lib.data_errors(data.files):
             history = model.fit(
                 train_ds,
                 validation_data=data.validation,
                 epochs=config.epochs,
-                callbacks=[*epoch_callbacks, backup, *callbacks],
+                callbacks=all_callbacks,
                 verbose=config.verbose,
                 shuffle=False,  # the pipeline shuffles
             ).history
+    _, rows = resume.read_log(os.path.join(config.output, "log.csv"))
     metrics = {key: float(values[-1]) for key, values in history.items() if values}
+    if not metrics and rows:  # resumed after the last epoch's commit: nothing left to run
+        metrics = resume.row_metrics(rows[-1])
     if not os.path.exists(checkpoint.best_path):  # e.g. a NaN metric all along: keep the last model
         shutil.copyfile(checkpoint.last_path, checkpoint.best_path)
     best_scores = {}
@@ -193,9 +205,14 @@ def _fit(config, strategy, data, initial_epoch, callbacks, log, backup_dir, chie
         "num_validation": data.num_validation,
         "best": {"epoch": checkpoint.best_epoch, monitor: checkpoint.best, **best_scores, "path": checkpoint.best_path},
         "last": {"path": checkpoint.last_path, **metrics},
+        "epochs": [{"epoch": int(row["epoch"]), **resume.row_metrics(row)} for row in rows],
         **extra,
     }
+    resume.kill_point("run_json", config.epochs - 1)
     _write_json_atomic(os.path.join(config.output, "run.json"), run_info)
+    resume.kill_point("finish", config.epochs - 1)
+    if chief:  # the run is complete: nothing to resume (a non-chief's backup_dir is the chief's)
+        shutil.rmtree(backup_dir, ignore_errors=True)
     return result
 
 

@@ -20,11 +20,10 @@ def test_image_folder_source(image_folder):
     assert labels == sorted(labels) and set(labels) == {0, 1, 2}
 
 
-def test_header_sizes(tmp_path):
-    for fmt in ("png", "jpg"):
-        path = str(tmp_path / f"x.{fmt}")
-        write_image(path, 13, 21, seed=0, fmt=fmt)
-        assert data.sources._image_size_from_header(path) == (13, 21)
+def test_folder_image_size(tmp_path):
+    for i, fmt in enumerate(("png", "jpg")):
+        write_image(str(tmp_path / "f" / "a" / f"x{i}.{fmt}"), 13, 21, seed=i, fmt=fmt)
+    assert data.open_source(str(tmp_path / "f")).image_shape == (13, 21, 3)
 
 
 def test_tfrecord_source_and_split(tfrecord_dir):
