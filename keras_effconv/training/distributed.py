@@ -196,7 +196,8 @@ def _epoch(epoch, dist_train, dist_val, train_step, eval_step, callbacks, watchd
         callbacks.on_train_batch_end(step, {"loss": float(step_totals[0] / max(step_totals[2], 1.0))})
     rates = (float("nan"), float("nan"))
     if start is not None and timed:
-        rates = (timed / (time.perf_counter() - start[0]), timed / max(time.process_time() - start[1], 1e-9))
+        rates = (float(timed / (time.perf_counter() - start[0])),
+                 float(timed / max(time.process_time() - start[1], 1e-9)))
     logs = dict(zip(("loss", "accuracy"), _mean(totals)))
     if dist_val is not None:
         val = np.zeros(3)

@@ -89,6 +89,8 @@ def test_custom_loop_matches_fit(tiny, tmp_path):
     assert not (tmp_path / "custom" / "backup").exists()  # removed when the run finishes
     run = json.loads((tmp_path / "custom" / "run.json").read_text())
     assert run["throughput"]["replicas"] == 1 and len(run["throughput"]["samples_per_second"]) == 2
+    rates = run["throughput"]["samples_per_second"] + run["throughput"]["samples_per_cpu_second"]
+    assert all(isinstance(v, float) and v > 0 for v in rates)
     saved = training.load_model(str(tmp_path / "custom" / "last.keras"))
     x = np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 3)).astype("float32")
     np.testing.assert_allclose(saved.predict(x, verbose=0), custom.model.predict(x, verbose=0), atol=1e-6)
@@ -148,3 +150,23 @@ def test_watchdog_fires_only_without_progress():
         time.sleep(0.1)
     watchdog.stop()
     assert messages and messages[0].startswith("worker 1: no training progress for 3 s (after epoch 1 step 8)")
+
+
+def test_imagenet_recipe_scales_batch_and_lr_linearly():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("imagenet_recipe", os.path.join(dist_runner.REPO, "recipes",
+                                                                                  "imagenet", "train.py"))
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    argv, smoke = recipe.recipe_argv(["--replicas", "8", "--output", "o"])
+    assert argv == ["--batch-size", "512", "--lr", "0.2", "--output", "o"] and not smoke
+    argv, _ = recipe.recipe_argv(["--replicas", "64", "--per-replica-batch", "32"])
+    assert argv[:4] == ["--batch-size", "2048", "--lr", "0.8"]
+    argv, smoke = recipe.recipe_argv(["--smoke", "--epochs", "3"])
+    assert smoke and argv[argv.index("--data") + 1].startswith("synthetic") and argv[-2:] == ["--epochs", "3"]
+    from keras_effconv.training import recipes
+
+    assert recipes.RECIPES["imagenet"]["strategy"] == "multiworker"
+    with pytest.raises(SystemExit, match="--replicas and --per-replica-batch must be >= 1"):
+        recipe.recipe_argv(["--replicas", "0"])
