@@ -8,10 +8,19 @@ tests) and *fast* paths specialised per runtime:
 - ``"xla"``: inside `jit_compile=True`. XLA on CPU runs `DepthwiseConv2dNative` ~50x slower than the
   TF runtime, so intra-channel convolutions are rewritten as fused shift-and-add loops there.
 - ``"custom"``: the optional C++ op library (`keras_effconv.ops.custom`), used on the TF runtime only
-  when it is loaded and enabled; never on export.
+  when it is loaded and enabled. Exports made through `keras_effconv.export` (TFLite, SavedModel)
+  trace under `exporting()` and never use it; Keras' own `model.export` does not, so call
+  `enable_custom_ops(False)` before it.
 
 `resolve()` is what layers call. Users choose the policy with `set_implementation()` or the
 `implementation()` context manager; a layer's own ``implementation=`` argument overrides it.
+
+The choice is made when a layer is *called*: eagerly on every call, but inside a `tf.function`
+(`model.fit`, `model.predict`, a jit-compiled step, an export) only while tracing. A function traced
+before `set_implementation` keeps the path it traced with until it is retraced (e.g. a new model,
+`model.make_predict_function(force=True)`). Each layer records the path its last call or trace took
+in ``layer.resolved_implementation``; `resolved_implementations(layer)` collects it over a layer and
+its sublayers, which is how the tests check which path ran.
 """
 
 import contextlib
@@ -111,3 +120,10 @@ def exporting():
         yield
     finally:
         _state.exporting = previous
+
+
+def resolved_implementations(layer):
+    """{layer name: path} of `layer` and every sublayer that has been called (see module docstring)."""
+    layers = [layer] + list(layer._flatten_layers(include_self=False, recursive=True))
+    return {sub.name: sub.resolved_implementation for sub in layers
+            if getattr(sub, "resolved_implementation", None) is not None}

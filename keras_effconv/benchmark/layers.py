@@ -67,10 +67,10 @@ CASES = (
     # The field's other efficient convolutions, block for block against the same 3x3 (or 1x1) conv.
     LayerCase("DepthwiseSeparableBlock 3x3", "DepthwiseSeparableBlock", lambda c: dict(filters=c), 3),
     LayerCase("FactorizedConv2D CP r=C/4 mobilenet", "FactorizedConv2D",
-              lambda c: dict(filters=c, kernel_size=3, rank=c // 4, factorization="cp", implementation="mobilenet"), 3),
+              lambda c: dict(filters=c, kernel_size=3, rank=c // 4, factorization="cp", execution="mobilenet"), 3),
     LayerCase("FactorizedConv2D Tucker C/4", "FactorizedConv2D",
               lambda c: dict(filters=c, kernel_size=3, rank=(c // 4, c // 4), factorization="tucker",
-                             implementation="factorized"), 3),
+                             execution="factorized"), 3),
     LayerCase("DecoupledConv2D M=2C", "DecoupledConv2D", lambda c: dict(filters=c, kernel_size=3, intermediate_channels=2 * c), 3),
     LayerCase("StructuredConv2D (C/2, 2)", "StructuredConv2D", lambda c: dict(filters=c, kernel_size=3, structure=(c // 2, 2)), 3),
     LayerCase("DepthwiseSeparableChannelWiseConv", "DepthwiseSeparableChannelWiseConv", lambda c: dict(kernel_size=3), 3),

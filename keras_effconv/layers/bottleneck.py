@@ -9,7 +9,7 @@ graph has no Shape/Pack ops.
 import keras
 import tensorflow as tf
 
-from keras_effconv.layers import _common
+from keras_effconv.layers import _base
 from keras_effconv.layers.intra_channel import IntraChannelConv2DTranspose
 from keras_effconv.layers.sic import _ProjectedBlock
 
@@ -20,9 +20,10 @@ class SpatialBottleneck(_ProjectedBlock):
 
     def __init__(self, filters, factor=2, kernel_size=3, **kwargs):
         super().__init__(filters, kernel_size, **kwargs)
-        self.factor = _common.positive_int(factor, "factor")
+        self.factor = _base.positive_int(factor, "factor")
 
     def build(self, input_shape):
+        self.input_channels(input_shape)
         self.down = self._intra("down", strides=self.factor)
         self.down.build(input_shape)
         low = self.down.compute_output_shape(tuple(input_shape))
@@ -37,8 +38,10 @@ class SpatialBottleneck(_ProjectedBlock):
             implementation=self.implementation, name="up", dtype=self.dtype_policy,
         )
         self.up.build(low)
+        self.finish_build(input_shape)
 
     def call(self, inputs, training=None):
+        self.resolve_path()
         y = self.activation(self._project(self.down(inputs), self.projection, self.batchnorm, training))
         y = self.up(y)
         height, width = inputs.shape[1], inputs.shape[2]
@@ -50,6 +53,7 @@ class SpatialBottleneck(_ProjectedBlock):
         return y
 
     def compute_output_shape(self, input_shape):
+        self.input_channels(input_shape)
         return (*input_shape[:-1], self.filters)
 
     def compute_macs(self, input_shape):

@@ -21,11 +21,12 @@ import numpy as np
 import tensorflow as tf
 
 from keras_effconv import implementation as impl
-from keras_effconv.layers._common import check_groups
-from keras_effconv.layers._conv_args import int_tuple
-from keras_effconv.layers._conv_args import output_length
-from keras_effconv.layers._conv_args import positive_int
-from keras_effconv.layers._conv_args import same_pads
+from keras_effconv.layers import _base
+from keras_effconv.layers._base import check_groups
+from keras_effconv.layers._base import int_tuple
+from keras_effconv.layers._base import positive_int
+from keras_effconv.ops import channel_wise as cw
+from keras_effconv.ops import padding as pad
 from keras_effconv.ops.intra_channel import depthwise
 
 _PACKAGE = "keras_effconv"
@@ -38,84 +39,9 @@ def _default_initializer(initializer):
     return keras.initializers.get(initializer)
 
 
-def channel_conv_reference(x, kernel, stride):
-    """Literal definition: per filter f, a 1-D 'SAME' conv of stride `stride` along the channels
-    of every pixel (`tf.nn.conv1d`, 1 in/1 out channel); the F outputs are concatenated.
-
-    x: [..., C]; kernel: [d, 1, F]. Returns [..., F * ceil(C / stride)].
-    """
-    rows = tf.reshape(x, [-1, x.shape[-1], 1])
-    outs = [
-        tf.nn.conv1d(rows, kernel[:, :, f:f + 1], stride=stride, padding="SAME")[..., 0]
-        for f in range(kernel.shape[-1])
-    ]
-    y = tf.concat(outs, axis=-1) if len(outs) > 1 else outs[0]
-    return _unflatten(y, x)
-
-
-def _unflatten(y, x):
-    """[P, ..., C'] -> x's leading dims + [C'], static where known (no SHAPE ops on export)."""
-    channels = int(np.prod(y.shape[1:]))
-    lead = list(x.shape[1:-1])
-    if any(d is None for d in lead):
-        return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [channels]], axis=0))
-    return tf.reshape(y, [-1] + lead + [channels])
-
-
-class _PolyphasePlan:
-    """How a stride-`s`, `d`-tap channel-wise conv over C channels runs as one block convolution.
-
-    Output position o (of each filter) reads input channels o*s + k - pad_left, k < d. Cutting the
-    channels into C/B blocks of B (B a multiple of s dividing C), block i of the output (B/s
-    positions) depends on input blocks i + a, a in [-h, h], through a dense [B, B/s] matrix per a.
-    `selector[k, a, r, t]` = 1 where tap k links input r of block i + a to output t of block i.
-    """
-
-    def __init__(self, channels, taps, stride):
-        self.pad_left = same_pads(channels, taps, stride, 1)[0]
-        best = None
-        for block in range(stride, channels + 1, stride):
-            if channels % block:
-                continue
-            per_block = block // stride
-            lo = (-self.pad_left) // block
-            hi = ((per_block - 1) * stride + taps - 1 - self.pad_left) // block
-            half = max(-lo, hi)
-            # MACs per output value; blocks under 16 channels measured slower on CPU whatever the MACs.
-            cost = (block < min(16, channels), (2 * half + 1) * block)
-            if best is None or cost < best[0]:
-                best = (cost, block, half)
-        _, self.block, self.half = best
-        self.channels, self.taps, self.stride = channels, taps, stride
-        self.per_block = self.block // stride
-        width = 2 * self.half + 1
-        selector = np.zeros((taps, width, self.block, self.per_block), np.float32)
-        for t in range(self.per_block):
-            for k in range(taps):
-                q = t * stride + k - self.pad_left  # input channel relative to the block start
-                a, r = q // self.block, q % self.block
-                selector[k, a + self.half, r, t] = 1.0
-        self.selector = selector
-
-    def block_kernel(self, kernel):
-        """[d, 1, F] taps -> [1, A, B, F * B/s] CONV_2D kernel (filter-major output columns)."""
-        dense = tf.einsum("kf,kart->arft", kernel[:, 0, :], tf.constant(self.selector, kernel.dtype))
-        width = 2 * self.half + 1
-        return tf.reshape(dense, [1, width, self.block, kernel.shape[-1] * self.per_block])
-
-    def __call__(self, x, kernel):
-        """x: [..., C] -> [..., F * C/s], filter-major like `channel_conv_reference`."""
-        filters, blocks = kernel.shape[-1], self.channels // self.block
-        y = tf.reshape(x, [-1, 1, blocks, self.block])
-        y = tf.nn.conv2d(y, self.block_kernel(kernel), strides=1, padding="SAME")
-        if filters > 1:  # [P, blocks, F, B/s] -> [P, F, blocks, B/s]: moves runs of B/s values
-            y = tf.transpose(tf.reshape(y, [-1, blocks, filters, self.per_block]), [0, 2, 1, 3])
-        return _unflatten(y, x)
-
-
 def channel_conv(x, kernel, stride, path, plan):
     if path == "reference":
-        return channel_conv_reference(x, kernel, stride)
+        return cw.channel_conv_reference(x, kernel, stride)
     return plan(x, kernel)
 
 
@@ -124,7 +50,7 @@ def _check_implementation(implementation):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class GroupChannelWiseConv(keras.layers.Layer):
+class GroupChannelWiseConv(_base.Layer):
     """Group channel-wise convolution (GCWConv), ChannelNets Sec. 3.2.
 
     A group 1x1 conv with g groups leaves channel group j blind to the others. GCWConv fuses them
@@ -150,17 +76,19 @@ class GroupChannelWiseConv(keras.layers.Layer):
         self.implementation = _check_implementation(implementation)
 
     def build(self, input_shape):
-        channels = check_groups(input_shape, self.groups)
+        channels = check_groups(self, input_shape, self.groups)
         self.kernel = self.add_weight(
             name="kernel", shape=(self.kernel_size, 1, self.groups), initializer=self.kernel_initializer
         )
-        self._plan = _PolyphasePlan(channels, self.kernel_size, self.groups)
+        self._plan = cw.PolyphasePlan(channels, self.kernel_size, self.groups)
+        self.finish_build(input_shape)
 
     def call(self, inputs):
         kernel = tf.cast(self.kernel, self.compute_dtype)
-        return channel_conv(inputs, kernel, self.groups, impl.resolve(self.implementation), self._plan)
+        return channel_conv(inputs, kernel, self.groups, self.resolve_path(), self._plan)
 
     def compute_output_shape(self, input_shape):
+        check_groups(self, input_shape, self.groups)
         return tuple(input_shape)
 
     def compute_macs(self, input_shape):
@@ -179,7 +107,7 @@ class GroupChannelWiseConv(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class DepthwiseSeparableChannelWiseConv(keras.layers.Layer):
+class DepthwiseSeparableChannelWiseConv(_base.Layer):
     """Depth-wise separable channel-wise convolution (DWSCWConv), ChannelNets Sec. 3.3.
 
     A depthwise `kernel_size` conv (optionally strided or dilated), then, instead of the dense 1x1
@@ -207,32 +135,26 @@ class DepthwiseSeparableChannelWiseConv(keras.layers.Layer):
         self.channel_kernel_size = positive_int(channel_kernel_size, "channel_kernel_size")
         self.strides = int_tuple(strides, 2, "strides")
         self.dilation_rate = int_tuple(dilation_rate, 2, "dilation_rate")
-        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
-            raise ValueError(
-                "`strides` > 1 and `dilation_rate` > 1 cannot be combined; "
-                f"received strides={strides!r}, dilation_rate={dilation_rate!r}"
-            )
-        if padding not in ("same", "valid"):
-            raise ValueError(f"`padding` must be 'same' or 'valid'; received padding={padding!r}")
-        self.padding = padding
+        _base.check_strides_dilation(self.strides, self.dilation_rate)
+        self.padding = _base.check_padding(padding)
         self.depthwise_initializer = keras.initializers.get(depthwise_initializer)
         self.kernel_initializer = _default_initializer(kernel_initializer)
         self.implementation = _check_implementation(implementation)
 
     def build(self, input_shape):
-        channels = input_shape[-1]
-        if channels is None:
-            raise ValueError(f"The input channels must be known; received input_shape={tuple(input_shape)!r}")
+        self.compute_output_shape(input_shape)
+        channels = self.input_channels(input_shape)
         self.depthwise_kernel = self.add_weight(
             name="depthwise_kernel", shape=self.kernel_size + (channels, 1), initializer=self.depthwise_initializer
         )
         self.kernel = self.add_weight(
             name="kernel", shape=(self.channel_kernel_size, 1, 1), initializer=self.kernel_initializer
         )
-        self._plan = _PolyphasePlan(channels, self.channel_kernel_size, 1)
+        self._plan = cw.PolyphasePlan(channels, self.channel_kernel_size, 1)
+        self.finish_build(input_shape)
 
     def call(self, inputs):
-        path = impl.resolve(self.implementation)
+        path = self.resolve_path()
         y = depthwise(
             inputs,
             tf.cast(self.depthwise_kernel, self.compute_dtype),
@@ -243,18 +165,14 @@ class DepthwiseSeparableChannelWiseConv(keras.layers.Layer):
         )
         return channel_conv(y, tf.cast(self.kernel, self.compute_dtype), 1, path, self._plan)
 
-    def _spatial_out(self, input_shape):
-        return tuple(
-            output_length(n, k, s, d, self.padding)
-            for n, k, s, d in zip(input_shape[1:3], self.kernel_size, self.strides, self.dilation_rate)
-        )
-
     def compute_output_shape(self, input_shape):
-        return (input_shape[0],) + self._spatial_out(input_shape) + (input_shape[-1],)
+        channels = self.input_channels(input_shape)
+        return pad.conv_output_shape(input_shape, self.kernel_size, self.strides, self.dilation_rate, self.padding,
+                                     channels, self)
 
     def compute_macs(self, input_shape):
         """Per output value: kh*kw (depthwise) + channel_kernel_size (channel-wise)."""
-        height, width = self._spatial_out(input_shape)
+        _, height, width, _ = self.compute_output_shape(input_shape)
         per_value = self.kernel_size[0] * self.kernel_size[1] + self.channel_kernel_size
         return height * width * input_shape[-1] * per_value
 
@@ -274,7 +192,7 @@ class DepthwiseSeparableChannelWiseConv(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class ConvClassifier(keras.layers.Layer):
+class ConvClassifier(_base.Layer):
     """Convolutional classification layer, ChannelNets Sec. 3.5.
 
     Replaces global average pooling + a dense layer (C * classes weights) by one 3-D convolution
@@ -292,26 +210,15 @@ class ConvClassifier(keras.layers.Layer):
     def __init__(self, classes, use_bias=False, kernel_initializer=None, implementation="auto", **kwargs):
         super().__init__(**kwargs)
         self.classes = positive_int(classes, "classes")
-        if not isinstance(use_bias, bool):
-            raise ValueError(f"`use_bias` must be a bool; received use_bias={use_bias!r}")
-        self.use_bias = use_bias
+        self.use_bias = _base.check_bool(use_bias, "use_bias")
         self.kernel_initializer = (
             keras.initializers.get(kernel_initializer) if kernel_initializer is not None else None
         )
         self.implementation = _check_implementation(implementation)
 
     def build(self, input_shape):
-        if len(input_shape) != 4 or any(d is None for d in input_shape[1:]):
-            raise ValueError(
-                "ConvClassifier needs a [N, H, W, C] input with static H, W, C; "
-                f"received input_shape={tuple(input_shape)!r}"
-            )
+        self.compute_output_shape(input_shape)
         height, width, channels = input_shape[1:]
-        if channels < self.classes:
-            raise ValueError(
-                f"ConvClassifier needs input channels >= classes={self.classes}; "
-                f"received input_shape={tuple(input_shape)!r}"
-            )
         self.depth = channels - self.classes + 1
         initializer = self.kernel_initializer or keras.initializers.VarianceScaling(
             1.0, "fan_in", "truncated_normal"
@@ -319,28 +226,25 @@ class ConvClassifier(keras.layers.Layer):
         # [H, W, depth, 1, 1]: the Conv3D layout; fan_in = H * W * depth.
         self.kernel = self.add_weight(name="kernel", shape=(height, width, self.depth, 1, 1), initializer=initializer)
         self.bias = self.add_weight(name="bias", shape=(self.classes,), initializer="zeros") if self.use_bias else None
+        self.finish_build(input_shape)
 
     def call(self, inputs):
         kernel = tf.cast(self.kernel, self.compute_dtype)
-        if impl.resolve(self.implementation) == "reference":
-            y = tf.nn.conv3d(inputs[..., None], kernel, strides=[1] * 5, padding="VALID")
-            y = tf.reshape(y, [-1, self.classes])
+        if self.resolve_path() == "reference":
+            y = cw.classifier_reference(inputs, kernel, self.classes)
         else:
-            y = self._banded(inputs, kernel)
+            y = cw.classifier_banded(inputs, kernel, self.classes)
         if self.use_bias:
             y = y + tf.cast(self.bias, self.compute_dtype)
         return y
 
-    def _banded(self, x, kernel):
-        height, width, channels = x.shape[1:]
-        pixels, depth = height * width, self.depth
-        taps = tf.transpose(tf.reshape(kernel, [pixels, depth]))  # [depth, HW]
-        z = tf.matmul(taps[None], tf.reshape(x, [-1, pixels, channels]))  # [N, depth, C]
-        z = tf.pad(tf.reshape(z, [-1, depth * channels]), [[0, 0], [0, depth]])
-        z = tf.reshape(z, [-1, depth, channels + 1])[:, :, : self.classes]  # z[n, k, o + k]
-        return tf.reduce_sum(z, axis=1)
-
     def compute_output_shape(self, input_shape):
+        channels = self.input_channels(input_shape)
+        if any(d is None for d in input_shape[1:]) or channels < self.classes:
+            raise ValueError(
+                f"{self.describe()} needs a [N, H, W, C] input with static H, W, C and C >= classes={self.classes}; "
+                f"received input_shape={tuple(input_shape)!r}"
+            )
         return (input_shape[0], self.classes)
 
     def compute_macs(self, input_shape):

@@ -19,18 +19,22 @@ feeds output o), bias.
 M = K * C_out) and is then exactly a standard convolution; ``"learned"`` trains them.
 """
 
+import math
+
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_effconv.layers import _conv_args as ca
+from keras_effconv.layers import _base
+from keras_effconv.ops import conv as ops
+from keras_effconv.ops.padding import shape_list
 
 SPATIAL_CONFIGURATIONS = ("learned", "fixed")
 
 
 def one_hot_spatial(kernel_size, filters):
     """(k_h, k_w, K * filters) spatial filters of the unrelaxed form: channel q*filters + o is one-hot at offset q."""
-    area = ca.prod(kernel_size)
+    area = math.prod(kernel_size)
     eye = np.eye(area, dtype="float32").reshape(tuple(kernel_size) + (area,))
     return np.repeat(eye, filters, axis=-1)
 
@@ -42,7 +46,7 @@ def unrelaxed_pointwise(kernel):
 
 
 @keras.saving.register_keras_serializable(package="keras_effconv")
-class DecoupledConv2D(ca.ConvBase):
+class DecoupledConv2D(_base.ConvBase):
     """Decoupled 2-D convolution: 1x1 to M channels, per-channel spatial aggregation, group sum.
 
     intermediate_channels: M, a multiple of `filters`; None means K * filters (the unrelaxed count).
@@ -52,19 +56,19 @@ class DecoupledConv2D(ca.ConvBase):
 
     def __init__(self, filters, kernel_size, strides=1, padding="same", dilation_rate=1, intermediate_channels=None,
                  spatial_configuration="learned", activation=None, use_bias=True, bias_initializer="zeros",
-                 **kwargs):
+                 implementation="auto", **kwargs):
         super().__init__(filters, kernel_size, strides, padding, dilation_rate, activation, use_bias, bias_initializer,
-                         **kwargs)
-        full = ca.prod(self.kernel_size) * self.filters
+                         implementation, **kwargs)
+        full = math.prod(self.kernel_size) * self.filters
         if intermediate_channels is not None:
-            ca.positive_int(intermediate_channels, "intermediate_channels")
+            _base.positive_int(intermediate_channels, "intermediate_channels")
             if intermediate_channels % self.filters:
                 raise ValueError(
                     f"`intermediate_channels` must be a multiple of filters={self.filters}; "
                     f"received intermediate_channels={intermediate_channels!r}"
                 )
         self.intermediate_channels = intermediate_channels
-        self.spatial_configuration = ca.check_choice(spatial_configuration, SPATIAL_CONFIGURATIONS,
+        self.spatial_configuration = _base.check_choice(spatial_configuration, SPATIAL_CONFIGURATIONS,
                                                      "spatial_configuration")
         if spatial_configuration == "fixed" and self.channels != full:
             raise ValueError(
@@ -75,9 +79,10 @@ class DecoupledConv2D(ca.ConvBase):
     @property
     def channels(self):
         """M, the number of intermediate channels."""
-        return self.intermediate_channels or ca.prod(self.kernel_size) * self.filters
+        return self.intermediate_channels or math.prod(self.kernel_size) * self.filters
 
     def build(self, input_shape):
+        self.compute_output_shape(input_shape)
         cin = self.input_channels(input_shape)
         group = self.channels // self.filters
         # Scaled so that `equivalent_kernel()` starts with the Glorot-uniform variance of a dense conv.
@@ -95,24 +100,25 @@ class DecoupledConv2D(ca.ConvBase):
                 initializer=keras.initializers.RandomUniform(-1.0, 1.0),
             )
         self.build_bias()
+        self.finish_build(input_shape)
 
     def _scaled_initializer(self, cin, group):
         """U(-a, a) for the pointwise kernel so `equivalent_kernel()` has the Glorot variance 2/(fan_in+fan_out)."""
-        area = ca.prod(self.kernel_size)
+        area = math.prod(self.kernel_size)
         target = 2.0 / (area * cin + area * self.filters)
         # fixed: each equivalent tap is one pointwise entry; learned: a sum of `group` products with U(-1, 1)
         variance = target if self.spatial_configuration == "fixed" else target / (group / 3.0)
         limit = float(np.sqrt(3.0 * variance))
         return keras.initializers.RandomUniform(-limit, limit)
 
-    def call(self, inputs):
-        x = tf.cast(inputs, self.compute_dtype)
-        z = ca.pointwise(x, self.cast(self.pointwise_kernel))
-        z = ca.depthwise_2d(z, self.cast(self.spatial_kernel), self.strides, self.padding, self.dilation_rate)
-        dims = ca.shape_list(z)
+    def convolution_op(self, x, path):
+        if path == "reference":  # the composition is one conv with `equivalent_kernel()`
+            return ops.conv(x, self.cast(self.equivalent_kernel()), self.strides, self.padding, self.dilation_rate)
+        z = ops.pointwise(x, self.cast(self.pointwise_kernel))
+        z = ops.depthwise_2d(z, self.cast(self.spatial_kernel), path, self.strides, self.padding, self.dilation_rate)
+        dims = shape_list(z)
         # channel m = g * filters + o: summing over g reads contiguous blocks (3-4x faster than o-major here)
-        y = tf.reduce_sum(tf.reshape(z, dims[:-1] + [self.channels // self.filters, self.filters]), axis=-2)
-        return self.finish(y)
+        return tf.reduce_sum(tf.reshape(z, dims[:-1] + [self.channels // self.filters, self.filters]), axis=-2)
 
     def equivalent_kernel(self):
         """The (k_h, k_w, C_in, filters) kernel of a standard conv equal to this layer (exact for any config).
@@ -127,10 +133,9 @@ class DecoupledConv2D(ca.ConvBase):
 
     def compute_macs(self, input_shape):
         """H_in*W_in*C_in*M (1x1 at input resolution) + H_out*W_out*M*k_h*k_w; the group sum is adds only."""
-        spatial, out = ca.spatial_sizes(input_shape, self.kernel_size, self.strides, self.dilation_rate,
-                                        self.padding)
+        spatial, out = self.static_sizes(input_shape)
         cin = int(input_shape[-1])
-        return ca.prod(spatial) * cin * self.channels + ca.prod(out) * self.channels * ca.prod(self.kernel_size)
+        return math.prod(spatial) * cin * self.channels + math.prod(out) * self.channels * math.prod(self.kernel_size)
 
     def get_config(self):
         config = super().get_config()

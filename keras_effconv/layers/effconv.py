@@ -10,14 +10,14 @@ import keras
 import tensorflow as tf
 
 from keras_effconv import implementation as impl
-from keras_effconv.layers import _common
+from keras_effconv.layers import _base
 from keras_effconv.layers.bottleneck import SpatialBottleneck
 from keras_effconv.layers.sic import SIConv2D
 from keras_effconv.layers.topological import TopologicalConv2D
 
 
 @keras.saving.register_keras_serializable(package="keras_effconv")
-class EffConv2D(keras.layers.Layer):
+class EffConv2D(_base.Layer):
     """Conv2D-compatible layer: SIC, spatial bottleneck or topological k x k (see module docstring)."""
 
     def __init__(
@@ -27,18 +27,18 @@ class EffConv2D(keras.layers.Layer):
         implementation="auto", **kwargs,
     ):
         super().__init__(**kwargs)
-        self.filters = _common.positive_int(filters, "filters")
-        self.kernel_size = _common.int_tuple(kernel_size, 2, "kernel_size")
-        self.strides = _common.int_tuple(strides, 2, "strides")
-        self.padding = _common.check_padding(padding)
-        self.dilation_rate = _common.int_tuple(dilation_rate, 2, "dilation_rate")
+        self.filters = _base.positive_int(filters, "filters")
+        self.kernel_size = _base.int_tuple(kernel_size, 2, "kernel_size")
+        self.strides = _base.int_tuple(strides, 2, "strides")
+        self.padding = _base.check_padding(padding)
+        self.dilation_rate = _base.int_tuple(dilation_rate, 2, "dilation_rate")
         self.activation = keras.activations.get(activation)
-        self.use_bias = bool(use_bias)
-        self.sic = bool(sic)
-        self.topology = _common.check_topology(topology)
-        self.bottleneck = bool(bottleneck)
-        self.depth = _common.positive_int(depth, "depth")
-        self.bottleneck_factor = _common.positive_int(bottleneck_factor, "bottleneck_factor")
+        self.use_bias = _base.check_bool(use_bias, "use_bias")
+        self.sic = _base.check_bool(sic, "sic")
+        self.topology = _base.check_topology(topology)
+        self.bottleneck = _base.check_bool(bottleneck, "bottleneck")
+        self.depth = _base.positive_int(depth, "depth")
+        self.bottleneck_factor = _base.positive_int(bottleneck_factor, "bottleneck_factor")
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
@@ -51,6 +51,7 @@ class EffConv2D(keras.layers.Layer):
             raise ValueError(f"`bottleneck=True` keeps the resolution and needs strides=1; received strides={strides!r}")
 
     def build(self, input_shape):
+        self.input_channels(input_shape)
         common = dict(kernel_initializer=self.kernel_initializer, kernel_regularizer=self.kernel_regularizer,
                       implementation=self.implementation, dtype=self.dtype_policy)
         if self.sic:
@@ -60,20 +61,23 @@ class EffConv2D(keras.layers.Layer):
             self.inner = SpatialBottleneck(self.filters, self.bottleneck_factor, self.kernel_size,
                                            topology=self.topology, name="bottleneck", **common)
         else:
-            layout, neighborhood = _common.layout_for(self.topology, input_shape[-1])
+            layout, neighborhood = _base.layout_for(self.topology, input_shape[-1])
             self.inner = TopologicalConv2D(self.filters, self.kernel_size, layout, neighborhood, self.strides,
                                            self.padding, self.dilation_rate, name="conv", **common)
         self.inner.build(input_shape)
         self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer=self.bias_initializer) if self.use_bias else None
+        self.finish_build(input_shape)
 
     def call(self, inputs, training=None):
         kwargs = {} if isinstance(self.inner, TopologicalConv2D) else {"training": training}
         y = self.inner(inputs, **kwargs)
+        self.resolved_implementation = self.inner.resolved_implementation
         if self.use_bias:
             y = y + tf.cast(self.bias, y.dtype)
         return self.activation(y)
 
     def compute_output_shape(self, input_shape):
+        self.input_channels(input_shape)
         if not self.built:
             self.build(input_shape)
         return self.inner.compute_output_shape(input_shape)

@@ -8,30 +8,36 @@ The kernel W (k_1..k_N, C_in, C_out) is held as factors:
 - ``"tt"``, ranks (R_1..R_{N+1}): tensor train over (C_in, k_1, ..., k_N, C_out),
   cores U_in (C_in, R_1), G_d (R_d, k_d, R_{d+1}), U_out (R_{N+1}, C_out).
 
-``implementation``: ``"reconstructed"`` rebuilds W and runs one convolution; ``"factorized"`` runs the
-chain of small convolutions (CP: 1x1, one depthwise 1-D conv per spatial axis, 1x1; Tucker: 1x1, core
-conv, 1x1; TT: 1x1, one dense 1-D conv per spatial axis, 1x1); ``"mobilenet"`` (CP only) runs 1x1,
-a depthwise k_1 x ... x k_N conv whose per-channel kernel is the rank-1 product of the spatial factors,
-and 1x1. All three compute the same function of the same factors.
+``execution`` (what the fast path runs): ``"reconstructed"`` rebuilds W and runs one convolution;
+``"factorized"`` runs the chain of small convolutions (CP: 1x1, one depthwise 1-D conv per spatial axis,
+1x1; Tucker: 1x1, core conv, 1x1; TT: 1x1, one dense 1-D conv per spatial axis, 1x1); ``"mobilenet"``
+(CP only) runs 1x1, a depthwise k_1 x ... x k_N conv whose per-channel kernel is the rank-1 product of
+the spatial factors, and 1x1. All three compute the same function of the same factors.
+
+``implementation`` is the package-wide auto/reference/fast policy (`keras_effconv.implementation`): the
+reference path is one dense convolution with the reconstructed kernel, whatever the execution.
+Configs saved before the rename (``implementation="factorized"`` etc.) still load.
 """
 
+import math
 import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_effconv.layers import _conv_args as ca
+from keras_effconv.layers import _base
+from keras_effconv.ops import conv as ops
 
 FACTORIZATIONS = ("cp", "tucker", "tt")
-IMPLEMENTATIONS = ("factorized", "reconstructed", "mobilenet")
+EXECUTIONS = ("factorized", "reconstructed", "mobilenet")
 
 
 def normalize_rank(rank, factorization, n):
     """`rank` as a tuple: (R,) for CP, (R_in, R_out) for Tucker, (R_1..R_{n+1}) for TT."""
     length = {"cp": 1, "tucker": 2, "tt": n + 1}[factorization]
     try:
-        return ca.int_tuple(rank, length, "rank")
+        return _base.int_tuple(rank, length, "rank")
     except ValueError:
         raise ValueError(
             f"`rank` must be a positive int or a tuple of {length} positive ints for "
@@ -39,38 +45,9 @@ def normalize_rank(rank, factorization, n):
         ) from None
 
 
-def _along_axis(x, axis, fn):
-    """Apply a 2-D op `fn` that convolves along axis 1 of a 4-D tensor to tensor axis `axis` of `x`."""
-    dims = ca.shape_list(x)
-    post = ca.prod(dims[axis + 1:-1]) if dims[axis + 1:-1] else 1
-    y = fn(tf.reshape(x, [-1, dims[axis], post, dims[-1]]))
-    new = ca.shape_list(y)
-    return tf.reshape(y, dims[:axis] + [new[1]] + dims[axis + 1:-1] + [new[-1]])
-
-
 def _axis_args(layer, d):
     """(strides, dilation) of spatial axis `d` as the 2-D arguments of a (k, 1) conv."""
     return (layer.strides[d], 1), (layer.dilation_rate[d], 1)
-
-
-def _depthwise_nd(x, kernel, strides, padding, dilation_rate):
-    """Depthwise N-D convolution, kernel (k_1..k_N, C). 3-D runs one depthwise 2-D conv per depth tap."""
-    if len(kernel.shape) == 3:
-        return ca.depthwise_2d(x, kernel, strides, padding, dilation_rate)
-    depth, k, s, d = x.shape[1], kernel.shape[0], strides[0], dilation_rate[0]
-    if depth is None:
-        raise ValueError("3-D depthwise ('mobilenet') needs a static depth dim; received depth=None")
-    if padding == "same":
-        x = tf.pad(x, [[0, 0], ca.same_pads(depth, k, s, d), [0, 0], [0, 0], [0, 0]])
-    out = ca.output_length(depth, k, s, d, padding)
-    dims = ca.shape_list(x)
-    total = None
-    for t in range(k):
-        tap = x[:, t * d: t * d + (out - 1) * s + 1: s]
-        y = ca.depthwise_2d(tf.reshape(tap, [-1] + dims[2:]), kernel[t], strides[1:], padding, dilation_rate[1:])
-        total = y if total is None else total + y
-    new = ca.shape_list(total)
-    return tf.reshape(total, [-1, out] + new[1:])
 
 
 def _cp_spatial(factors):
@@ -83,25 +60,29 @@ def _cp_spatial(factors):
     return out
 
 
-class _FactorizedConv(ca.ConvBase):
+class _FactorizedConv(_base.ConvBase):
     """Shared N-D implementation; see the module docstring."""
 
     spatial_rank = None
     conv_class = None
 
-    def __init__(self, filters, kernel_size, rank, factorization="cp", implementation="factorized", strides=1,
+    def __init__(self, filters, kernel_size, rank, factorization="cp", execution="factorized", strides=1,
                  padding="same", dilation_rate=1, activation=None, use_bias=True, bias_initializer="zeros",
-                 seed=None, **kwargs):
+                 seed=None, implementation="auto", **kwargs):
+        if implementation in EXECUTIONS:  # a config saved when `implementation` named the execution
+            execution, implementation = implementation, "auto"
         super().__init__(filters, kernel_size, strides, padding, dilation_rate, activation, use_bias, bias_initializer,
-                         **kwargs)
-        self.factorization = ca.check_choice(factorization, FACTORIZATIONS, "factorization")
-        self.implementation = ca.check_choice(implementation, IMPLEMENTATIONS, "implementation")
-        if implementation == "mobilenet" and factorization != "cp":
+                         implementation, **kwargs)
+        self.factorization = _base.check_choice(factorization, FACTORIZATIONS, "factorization")
+        self.execution = _base.check_choice(execution, EXECUTIONS, "execution")
+        if execution == "mobilenet" and factorization != "cp":
             raise ValueError(
-                "implementation='mobilenet' needs factorization='cp'; "
-                f"received implementation={implementation!r}, factorization={factorization!r}"
+                "execution='mobilenet' needs factorization='cp'; "
+                f"received execution={execution!r}, factorization={factorization!r}"
             )
         self.rank = normalize_rank(rank, factorization, self.spatial_rank)
+        if seed is not None and not _base.is_int(seed):
+            raise ValueError(f"`seed` must be None or an int; received seed={seed!r}")
         self.seed = seed
 
     def _factor_shapes(self, cin):
@@ -114,19 +95,21 @@ class _FactorizedConv(ca.ConvBase):
             shapes = [("tucker_input", (cin, r[0])), ("tucker_core", k + r), ("tucker_output", (r[1], self.filters))]
             return shapes, r[0] * r[1]
         shapes = [("tt_input", (cin, r[0]))] + [(f"tt_spatial_{d}", (r[d], k[d], r[d + 1])) for d in range(n)]
-        return shapes + [("tt_output", (r[-1], self.filters))], ca.prod(r)
+        return shapes + [("tt_output", (r[-1], self.filters))], math.prod(r)
 
     def build(self, input_shape):
+        self.compute_output_shape(input_shape)
         cin = self.input_channels(input_shape)
         shapes, contracted = self._factor_shapes(cin)
-        area = ca.prod(self.kernel_size)
-        std = ca.scaled_normal_std(area * cin, area * self.filters, contracted, len(shapes))
+        area = math.prod(self.kernel_size)
+        std = _base.scaled_normal_std(area * cin, area * self.filters, contracted, len(shapes))
         self.factors = []
         for i, (name, shape) in enumerate(shapes):
             seed = None if self.seed is None else self.seed + i
             init = keras.initializers.RandomNormal(stddev=std, seed=seed)
             self.factors.append(self.add_weight(name=name, shape=shape, initializer=init))
         self.build_bias()
+        self.finish_build(input_shape)
 
     def reconstruct_kernel(self):
         """The full (k_1..k_N, C_in, C_out) kernel the factors represent, in the compute dtype."""
@@ -141,59 +124,53 @@ class _FactorizedConv(ca.ConvBase):
             t = tf.tensordot(t, core, axes=1)
         return tf.transpose(t, list(range(1, n + 1)) + [0, n + 1])
 
-    def call(self, inputs):
-        x = tf.cast(inputs, self.compute_dtype)
+    def convolution_op(self, x, path):
+        if path == "reference" or self.execution == "reconstructed":
+            return ops.conv(x, self.reconstruct_kernel(), self.strides, self.padding, self.dilation_rate)
         f = [self.cast(v) for v in self.factors]
-        n = self.spatial_rank
-        if self.implementation == "reconstructed":
-            y = ca.conv(x, self.reconstruct_kernel(), self.strides, self.padding, self.dilation_rate)
-        elif self.implementation == "mobilenet":
+        if self.execution == "mobilenet":
             spatial = _cp_spatial(f[1:-1])
-            y = _depthwise_nd(ca.pointwise(x, f[0]), spatial, self.strides, self.padding, self.dilation_rate)
-            y = ca.pointwise(y, f[-1])
+            y = ops.depthwise_nd(ops.pointwise(x, f[0]), spatial, path, self.strides, self.padding,
+                                 self.dilation_rate)
         elif self.factorization == "tucker":
-            y = ca.conv(ca.pointwise(x, f[0]), f[1], self.strides, self.padding, self.dilation_rate)
-            y = ca.pointwise(y, f[-1])
+            y = ops.conv(ops.pointwise(x, f[0]), f[1], self.strides, self.padding, self.dilation_rate)
         else:
-            y = ca.pointwise(x, f[0])
-            for d in range(n):
-                y = _along_axis(y, d + 1, self._axis_op(f[1 + d], d))
-            y = ca.pointwise(y, f[-1])
-        return self.finish(y)
+            y = ops.pointwise(x, f[0])
+            for d in range(self.spatial_rank):
+                y = ops.along_axis(y, d + 1, self._axis_op(f[1 + d], d, path))
+        return ops.pointwise(y, f[-1])
 
-    def _axis_op(self, factor, d):
+    def _axis_op(self, factor, d, path):
         strides, dilation = _axis_args(self, d)
         if self.factorization == "cp":  # (k, R) depthwise
-            return lambda t: ca.depthwise_2d(t, factor[:, None, :], strides, self.padding, dilation)
+            return lambda t: ops.depthwise_2d(t, factor[:, None, :], path, strides, self.padding, dilation)
         kernel = tf.transpose(factor, (1, 0, 2))[:, None]  # (R_d, k, R_d+1) -> (k, 1, R_d, R_d+1)
-        return lambda t: ca.conv(t, kernel, strides, self.padding, dilation)
+        return lambda t: ops.conv(t, kernel, strides, self.padding, dilation)
 
     def compute_macs(self, input_shape):
-        """MACs per example of the executed implementation (kernel reconstruction is per batch, not counted)."""
-        spatial, out = ca.spatial_sizes(input_shape, self.kernel_size, self.strides, self.dilation_rate,
-                                        self.padding)
+        """MACs per example of the fast path's `execution` (kernel reconstruction is per batch, not counted)."""
+        spatial, out = self.static_sizes(input_shape)
         cin, cout, k, r = int(input_shape[-1]), self.filters, self.kernel_size, self.rank
-        s_in, s_out, area = ca.prod(spatial), ca.prod(out), ca.prod(k)
-        if self.implementation == "reconstructed":
+        s_in, s_out, area = math.prod(spatial), math.prod(out), math.prod(k)
+        if self.execution == "reconstructed":
             return s_out * area * cin * cout
-        if self.implementation == "mobilenet":
+        if self.execution == "mobilenet":
             return s_in * cin * r[0] + s_out * area * r[0] + s_out * r[0] * cout
         if self.factorization == "tucker":
             return s_in * cin * r[0] + s_out * area * r[0] * r[1] + s_out * r[1] * cout
         macs, ranks = s_in * cin * r[0], (r * (self.spatial_rank + 1) if self.factorization == "cp" else r)
         for d in range(self.spatial_rank):
-            size = ca.prod(out[: d + 1]) * ca.prod(spatial[d + 1:])
+            size = math.prod(out[: d + 1]) * math.prod(spatial[d + 1:])
             macs += size * k[d] * (ranks[d] if self.factorization == "cp" else ranks[d] * ranks[d + 1])
         return macs + s_out * ranks[-1] * cout
 
     def get_config(self):
         config = super().get_config()
-        config.update(rank=self.rank, factorization=self.factorization, implementation=self.implementation,
-                      seed=self.seed)
+        config.update(rank=self.rank, factorization=self.factorization, execution=self.execution, seed=self.seed)
         return config
 
     @classmethod
-    def from_conv(cls, conv_layer, rank, factorization="cp", implementation="factorized", n_iter_max=500,
+    def from_conv(cls, conv_layer, rank, factorization="cp", execution="factorized", n_iter_max=500,
                   random_state=0):
         """A factorized layer initialised by decomposing a built keras Conv layer's kernel with tensorly.
 
@@ -212,11 +189,11 @@ class _FactorizedConv(ca.ConvBase):
                 f"data_format={conv_layer.data_format!r})"
             )
         n = cls.spatial_rank
-        rank = normalize_rank(rank, ca.check_choice(factorization, FACTORIZATIONS, "factorization"), n)
+        rank = normalize_rank(rank, _base.check_choice(factorization, FACTORIZATIONS, "factorization"), n)
         kernel = np.asarray(keras.ops.convert_to_numpy(conv_layer.kernel), dtype=np.float64)
         factors = _check_finite(_decompose(kernel, rank, factorization, n_iter_max, random_state))
         rank = tuple(_ranks_of(factors, factorization, n))
-        layer = cls(conv_layer.filters, conv_layer.kernel_size, rank, factorization, implementation,
+        layer = cls(conv_layer.filters, conv_layer.kernel_size, rank, factorization, execution,
                     strides=conv_layer.strides, padding=conv_layer.padding, dilation_rate=conv_layer.dilation_rate,
                     activation=conv_layer.activation, use_bias=conv_layer.use_bias, dtype=conv_layer.dtype_policy)
         layer.build((None,) * (n + 1) + (kernel.shape[-2],))
@@ -274,8 +251,8 @@ class FactorizedConv2D(_FactorizedConv):
     """2-D convolution with a CP / Tucker / TT factorized kernel (Kossaifi et al., arXiv:1906.06196).
 
     rank: int or tuple -- CP: R; Tucker: (R_in, R_out); TT: (R_1, R_2, R_3).
-    implementation: "factorized" (chain of small convs), "reconstructed" (one conv with the rebuilt kernel)
-    or "mobilenet" (CP only: 1x1, depthwise kxk, 1x1).
+    execution: "factorized" (chain of small convs), "reconstructed" (one conv with the rebuilt kernel)
+    or "mobilenet" (CP only: 1x1, depthwise kxk, 1x1). implementation: "auto" / "reference" / "fast".
     """
 
     spatial_rank = 2

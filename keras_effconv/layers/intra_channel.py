@@ -9,33 +9,34 @@ import keras
 import tensorflow as tf
 
 from keras_effconv import implementation as impl
-from keras_effconv.layers import _common
+from keras_effconv.layers import _base
 from keras_effconv.ops import intra_channel as ops
+from keras_effconv.ops import padding as pad
 
 
-class _IntraChannelBase(keras.layers.Layer):
+class _IntraChannelBase(_base.Layer):
     def __init__(
         self, kernel_size, strides=1, use_bias=False, depthwise_initializer="glorot_uniform",
         bias_initializer="zeros", depthwise_regularizer=None, implementation="auto", **kwargs,
     ):
         super().__init__(**kwargs)
-        self.kernel_size = _common.int_tuple(kernel_size, 2, "kernel_size")
-        self.strides = _common.int_tuple(strides, 2, "strides")
-        self.use_bias = bool(use_bias)
+        self.kernel_size = _base.int_tuple(kernel_size, 2, "kernel_size")
+        self.strides = _base.int_tuple(strides, 2, "strides")
+        self.use_bias = _base.check_bool(use_bias, "use_bias")
         self.depthwise_initializer = keras.initializers.get(depthwise_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.depthwise_regularizer = keras.regularizers.get(depthwise_regularizer)
         self.implementation = impl.validate_policy(implementation)
 
     def build(self, input_shape):
-        channels = input_shape[-1]
-        if channels is None:
-            raise ValueError(f"The channel dimension of the input must be known; received input_shape={input_shape}")
+        self.compute_output_shape(input_shape)  # rank, channels and output size checked before any kernel runs
+        channels = self.input_channels(input_shape)
         self.kernel = self.add_weight(
             name="depthwise_kernel", shape=(*self.kernel_size, channels, 1),
             initializer=self.depthwise_initializer, regularizer=self.depthwise_regularizer,
         )
         self.bias = self.add_weight(name="bias", shape=(channels,), initializer=self.bias_initializer) if self.use_bias else None
+        self.finish_build(input_shape)
 
     def _finish(self, y):
         return y + tf.cast(self.bias, y.dtype) if self.use_bias else y
@@ -58,18 +59,18 @@ class IntraChannelConv2D(_IntraChannelBase):
 
     def __init__(self, kernel_size, strides=1, padding="same", dilation_rate=1, **kwargs):
         super().__init__(kernel_size, strides, **kwargs)
-        self.padding = _common.check_padding(padding)
-        self.dilation_rate = _common.int_tuple(dilation_rate, 2, "dilation_rate")
+        self.padding = _base.check_padding(padding)
+        self.dilation_rate = _base.int_tuple(dilation_rate, 2, "dilation_rate")
 
     def call(self, inputs):
         kernel = tf.cast(self.kernel, self.compute_dtype)
-        path = impl.resolve(self.implementation)
-        y = ops.depthwise(inputs, kernel, path, self.strides, self.padding, self.dilation_rate)
+        y = ops.depthwise(inputs, kernel, self.resolve_path(), self.strides, self.padding, self.dilation_rate)
         return self._finish(y)
 
     def compute_output_shape(self, input_shape):
-        return _common.conv_output_shape(input_shape, self.kernel_size, self.strides, self.dilation_rate,
-                                         self.padding, input_shape[-1])
+        channels = self.input_channels(input_shape)
+        return pad.conv_output_shape(input_shape, self.kernel_size, self.strides, self.dilation_rate,
+                                     self.padding, channels, self)
 
     def compute_macs(self, input_shape):
         _, h, w, c = self.compute_output_shape(input_shape)
@@ -87,10 +88,10 @@ class IntraChannelConv2DTranspose(_IntraChannelBase):
 
     def call(self, inputs):
         kernel = tf.cast(self.kernel, self.compute_dtype)
-        path = impl.resolve(self.implementation)
-        return self._finish(ops.depthwise_transpose(inputs, kernel, self.strides, path))
+        return self._finish(ops.depthwise_transpose(inputs, kernel, self.strides, self.resolve_path()))
 
     def compute_output_shape(self, input_shape):
+        self.input_channels(input_shape)
         n, h, w, c = input_shape
         return (n, None if h is None else h * self.strides[0], None if w is None else w * self.strides[1], c)
 

@@ -9,14 +9,15 @@ through XLA on the TF backend, so the grouped case calls `tf.nn.conv2d` with a
 import keras
 import tensorflow as tf
 
-from keras_effconv.layers._common import check_groups
-from keras_effconv.layers._conv_args import int_tuple
-from keras_effconv.layers._conv_args import output_length
-from keras_effconv.layers._conv_args import positive_int
+from keras_effconv.layers import _base
+from keras_effconv.layers._base import check_groups
+from keras_effconv.layers._base import int_tuple
+from keras_effconv.layers._base import positive_int
+from keras_effconv.ops import padding as pad
 
 
 @keras.saving.register_keras_serializable(package="keras_effconv")
-class GroupPointwiseConv(keras.layers.Layer):
+class GroupPointwiseConv(_base.Layer):
     """Bias-free grouped 1x1 conv: output group j (filters / groups channels) reads input group j."""
 
     def __init__(self, filters, groups=1, kernel_initializer="glorot_uniform", **kwargs):
@@ -30,15 +31,17 @@ class GroupPointwiseConv(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def build(self, input_shape):
-        channels = check_groups(input_shape, self.groups)
+        channels = check_groups(self, input_shape, self.groups)
         self.kernel = self.add_weight(
             name="kernel", shape=(1, 1, channels // self.groups, self.filters), initializer=self.kernel_initializer
         )
+        self.finish_build(input_shape)
 
     def call(self, inputs):
         return tf.nn.conv2d(inputs, tf.cast(self.kernel, self.compute_dtype), strides=1, padding="SAME")
 
     def compute_output_shape(self, input_shape):
+        self.input_channels(input_shape)
         return tuple(input_shape[:-1]) + (self.filters,)
 
     def compute_macs(self, input_shape):
@@ -55,7 +58,7 @@ class GroupPointwiseConv(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_effconv")
-class DepthwiseSeparableBlock(keras.layers.Layer):
+class DepthwiseSeparableBlock(_base.Layer):
     """MobileNet v1 block: DepthwiseConv2D -> BN -> ReLU6 -> 1x1 conv -> BN -> ReLU6 ('same')."""
 
     def __init__(self, filters, kernel_size=3, strides=1, dilation_rate=1, groups=1, **kwargs):
@@ -65,11 +68,7 @@ class DepthwiseSeparableBlock(keras.layers.Layer):
         self.strides = int_tuple(strides, 2, "strides")
         self.dilation_rate = int_tuple(dilation_rate, 2, "dilation_rate")
         self.groups = positive_int(groups, "groups")
-        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
-            raise ValueError(
-                "`strides` > 1 and `dilation_rate` > 1 cannot be combined; "
-                f"received strides={strides!r}, dilation_rate={dilation_rate!r}"
-            )
+        _base.check_strides_dilation(self.strides, self.dilation_rate)
         self.depthwise = keras.layers.DepthwiseConv2D(
             self.kernel_size, strides=self.strides, padding="same", dilation_rate=self.dilation_rate,
             use_bias=False, name="depthwise", dtype=self.dtype_policy,
@@ -86,13 +85,14 @@ class DepthwiseSeparableBlock(keras.layers.Layer):
         self.pointwise_bn = keras.layers.BatchNormalization(name="pointwise_bn", dtype=self.dtype_policy)
 
     def build(self, input_shape):
-        check_groups(input_shape, self.groups)
+        check_groups(self, input_shape, self.groups)
         self.depthwise.build(input_shape)
         shape = self.depthwise.compute_output_shape(input_shape)
         self.depthwise_bn.build(shape)
         self.pointwise.build(shape)
         shape = self.pointwise.compute_output_shape(shape)
         self.pointwise_bn.build(shape)
+        self.finish_build(input_shape)
 
     def call(self, inputs, training=None):
         x = self.depthwise(inputs)
@@ -101,11 +101,9 @@ class DepthwiseSeparableBlock(keras.layers.Layer):
         return keras.ops.relu6(self.pointwise_bn(x, training=training))
 
     def compute_output_shape(self, input_shape):
-        spatial = tuple(
-            output_length(n, k, s, d, "same")
-            for n, k, s, d in zip(input_shape[1:3], self.kernel_size, self.strides, self.dilation_rate)
-        )
-        return (input_shape[0],) + spatial + (self.filters,)
+        check_groups(self, input_shape, self.groups)
+        return pad.conv_output_shape(input_shape, self.kernel_size, self.strides, self.dilation_rate, "same",
+                                     self.filters, self)
 
     def compute_macs(self, input_shape):
         """Depthwise kh*kw*C_in plus pointwise C_in*filters/groups, per output pixel."""

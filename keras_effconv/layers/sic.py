@@ -16,12 +16,13 @@ second step halves the cost without any channel gather.
 import keras
 
 from keras_effconv import implementation as impl
-from keras_effconv.layers import _common
+from keras_effconv.layers import _base
 from keras_effconv.layers.intra_channel import IntraChannelConv2D
 from keras_effconv.layers.topological import TopologicalConv2D
+from keras_effconv.ops import padding as pad
 
 
-class _ProjectedBlock(keras.layers.Layer):
+class _ProjectedBlock(_base.Layer):
     """Shared machinery: an intra-channel conv, a projection and an optional BatchNorm per step."""
 
     def __init__(
@@ -30,13 +31,13 @@ class _ProjectedBlock(keras.layers.Layer):
         kernel_regularizer=None, implementation="auto", **kwargs,
     ):
         super().__init__(**kwargs)
-        self.filters = _common.positive_int(filters, "filters")
-        self.kernel_size = _common.int_tuple(kernel_size, 2, "kernel_size")
+        self.filters = _base.positive_int(filters, "filters")
+        self.kernel_size = _base.int_tuple(kernel_size, 2, "kernel_size")
         self.activation = keras.activations.get(activation)
-        self.use_batchnorm = bool(use_batchnorm)
-        self.topology = _common.check_topology(topology)
-        self.momentum = momentum
-        self.epsilon = epsilon
+        self.use_batchnorm = _base.check_bool(use_batchnorm, "use_batchnorm")
+        self.topology = _base.check_topology(topology)
+        self.momentum = _base.check_number(momentum, "momentum", 0, 1)
+        self.epsilon = _base.check_number(epsilon, "epsilon", 0)
         self.depthwise_initializer = keras.initializers.get(depthwise_initializer)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
@@ -49,7 +50,7 @@ class _ProjectedBlock(keras.layers.Layer):
         )
 
     def _projection(self, name, in_channels, step=0):
-        layout, neighborhood = _common.layout_for(self.topology, in_channels, step)
+        layout, neighborhood = _base.layout_for(self.topology, in_channels, step)
         return TopologicalConv2D(
             self.filters, 1, layout=layout, neighborhood=neighborhood, use_bias=not self.use_batchnorm,
             kernel_initializer=self.kernel_initializer, kernel_regularizer=self.kernel_regularizer,
@@ -59,7 +60,7 @@ class _ProjectedBlock(keras.layers.Layer):
     def _batchnorm(self, name):
         if not self.use_batchnorm:
             return None
-        return _common.make_batchnorm(name, self.momentum, self.epsilon, self.dtype_policy)
+        return _base.make_batchnorm(name, self.momentum, self.epsilon, self.dtype_policy)
 
     def _project(self, z, projection, bn, training):
         """BN(P . z). BatchNorm stays its own op: grappler fuses it with the conv on the TF runtime,
@@ -87,13 +88,14 @@ class SIConv2D(_ProjectedBlock):
 
     def __init__(self, filters, kernel_size=3, strides=1, depth=2, padding="same", dilation_rate=1, **kwargs):
         super().__init__(filters, kernel_size, **kwargs)
-        self.strides = _common.int_tuple(strides, 2, "strides")
-        self.depth = _common.positive_int(depth, "depth")
-        self.padding = _common.check_padding(padding, allowed=("same",))
-        self.dilation_rate = _common.int_tuple(dilation_rate, 2, "dilation_rate")
+        self.strides = _base.int_tuple(strides, 2, "strides")
+        self.depth = _base.positive_int(depth, "depth")
+        self.padding = _base.check_padding(padding, allowed=("same",))
+        self.dilation_rate = _base.int_tuple(dilation_rate, 2, "dilation_rate")
 
     def build(self, input_shape):
-        in_channels = input_shape[-1]
+        self.compute_output_shape(input_shape)
+        in_channels = self.input_channels(input_shape)
         self.first_shortcut = in_channels == self.filters and self.strides == (1, 1)
         self.intras, self.projections, self.batchnorms = [], [], []
         shape = tuple(input_shape)
@@ -110,27 +112,28 @@ class SIConv2D(_ProjectedBlock):
             if bn is not None:
                 bn.build(shape)
                 self.batchnorms.append(bn)
+        self.finish_build(input_shape)
 
     def _steps(self):
         bns = self.batchnorms or [None] * self.depth
         return zip(self.intras, self.projections, bns)
 
-    def _fusable(self, i, projection, bn, training):
+    def _fusable(self, i, projection, bn, training, path):
         """Inference identity steps with a dense projection, BN and ReLU run as one C++ op."""
         return (
             not training and bn is not None and (i > 0 or self.first_shortcut) and projection.topology.window ==
             projection.topology.in_channels and self.activation is keras.activations.relu
             and self.dilation_rate == (1, 1) and self.kernel_size[0] == self.kernel_size[1]
-            and self.kernel_size[0] % 2 == 1 and impl.resolve(self.implementation) == "custom"
+            and self.kernel_size[0] % 2 == 1 and path == "custom"
         )
 
     def call(self, inputs, training=None):
-        x = inputs
+        x, path = inputs, self.resolve_path()
         for i, (intra, projection, bn) in enumerate(self._steps()):
-            if self._fusable(i, projection, bn, training):
+            if self._fusable(i, projection, bn, training, path):
                 from keras_effconv.ops import custom
 
-                scale, bias = _common.batchnorm_scale_bias(bn, self.compute_dtype)
+                scale, bias = _base.batchnorm_scale_bias(bn, self.compute_dtype)
                 x = custom.fused_sic_step(x, intra.kernel[:, :, :, 0], projection.dense_kernel_tensor()[0, 0],
                                           scale, bias)
                 continue
@@ -140,8 +143,9 @@ class SIConv2D(_ProjectedBlock):
 
     def compute_output_shape(self, input_shape):
         # Only the first step is strided; the "same" steps after it keep the size.
-        return _common.conv_output_shape(input_shape, self.kernel_size, self.strides, self.dilation_rate,
-                                         self.padding, self.filters)
+        self.input_channels(input_shape)
+        return pad.conv_output_shape(input_shape, self.kernel_size, self.strides, self.dilation_rate,
+                                     self.padding, self.filters, self)
 
     def compute_macs(self, input_shape):
         if not self.built:

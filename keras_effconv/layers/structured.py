@@ -16,11 +16,15 @@ In matrix form W (N_h*N_w*C, C_out) = A alpha with A = A_h (x) A_w (x) A_c, A_x 
 of ones; projections onto the structured subspace use A A^+ = (A_h A_h^+) (x) (A_w A_w^+) (x) (A_c A_c^+).
 """
 
+import math
+
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_effconv.layers import _conv_args as ca
+from keras_effconv.layers import _base
+from keras_effconv.ops import conv as ops
+from keras_effconv.ops.padding import pad_same
 
 
 def normalize_structure(structure):
@@ -29,7 +33,7 @@ def normalize_structure(structure):
     if values is not None and len(values) == 2:
         values = (values[0], values[1], values[1])
     try:
-        return ca.int_tuple(values, 3, "structure")
+        return _base.int_tuple(values, 3, "structure")
     except ValueError:
         raise ValueError(
             f"`structure` must be (c, n) or (c, n_h, n_w) of positive ints; received structure={structure!r}"
@@ -78,7 +82,7 @@ def structural_error(kernel, structure):
 
 
 @keras.saving.register_keras_serializable(package="keras_effconv")
-class StructuredConv2D(ca.ConvBase):
+class StructuredConv2D(_base.ConvBase):
     """2-D conv whose kernel is structured (c, n_h, n_w); runs as sum-pooling + a c x n_h x n_w conv.
 
     structure: (c, n) or (c, n_h, n_w), with c <= C_in and n <= kernel_size. Trainable weight: `alpha`
@@ -86,9 +90,9 @@ class StructuredConv2D(ca.ConvBase):
     """
 
     def __init__(self, filters, kernel_size, structure, strides=1, padding="same", dilation_rate=1, activation=None,
-                 use_bias=True, kernel_initializer=None, bias_initializer="zeros", **kwargs):
+                 use_bias=True, kernel_initializer=None, bias_initializer="zeros", implementation="auto", **kwargs):
         super().__init__(filters, kernel_size, strides, padding, dilation_rate, activation, use_bias, bias_initializer,
-                         **kwargs)
+                         implementation, **kwargs)
         self.structure = normalize_structure(structure)
         if any(n > k for n, k in zip(self.structure[1:], self.kernel_size)):
             raise ValueError(
@@ -102,6 +106,7 @@ class StructuredConv2D(ca.ConvBase):
         return cin - c + 1, (self.kernel_size[0] - nh + 1, self.kernel_size[1] - nw + 1)
 
     def build(self, input_shape):
+        self.compute_output_shape(input_shape)
         cin = self.input_channels(input_shape)
         if self.structure[0] > cin:
             raise ValueError(
@@ -115,19 +120,21 @@ class StructuredConv2D(ca.ConvBase):
         )
         self.alpha = self.add_weight(name="alpha", shape=(nh, nw, c, self.filters), initializer=initializer)
         self.build_bias()
+        self.finish_build(input_shape)
 
-    def call(self, inputs):
-        x = tf.cast(inputs, self.compute_dtype)
+    def convolution_op(self, x, path):
+        if path == "reference":  # one conv with the composite kernel A alpha
+            return ops.conv(x, self.cast(self.dense_kernel()), self.strides, self.padding, self.dilation_rate)
         cin = x.shape[-1]
         window_c, window = self._windows(cin)
         if window_c > 1:  # channel sum-pool as a constant 0/1 1x1 conv; linear, so it commutes with zero padding
-            x = ca.pointwise(x, tf.constant(band(cin, self.structure[0]), x.dtype))
+            x = ops.pointwise(x, tf.constant(band(cin, self.structure[0]), x.dtype))
         if self.padding == "same":
-            x = ca.pad_same(x, self.kernel_size, self.strides, self.dilation_rate)
+            x = pad_same(x, self.kernel_size, self.strides, self.dilation_rate)
         if window != (1, 1):  # spatial sum-pool as an average pool; its area is folded into alpha
             x = tf.nn.pool(x, window, "AVG", strides=(1, 1), padding="VALID", dilations=self.dilation_rate)
-        alpha = self.cast(self.alpha) * float(ca.prod(window))
-        return self.finish(ca.conv(x, alpha, self.strides, "valid", self.dilation_rate))
+        alpha = self.cast(self.alpha) * float(math.prod(window))
+        return ops.conv(x, alpha, self.strides, "valid", self.dilation_rate)
 
     def dense_kernel(self):
         """The composite (N_h, N_w, C_in, filters) kernel A alpha."""
@@ -139,11 +146,10 @@ class StructuredConv2D(ca.ConvBase):
 
         The spatial average pool is additions only (not counted).
         """
-        spatial, out = ca.spatial_sizes(input_shape, self.kernel_size, self.strides, self.dilation_rate,
-                                        self.padding)
+        spatial, out = self.static_sizes(input_shape)
         cin, c = int(input_shape[-1]), self.structure[0]
-        channel_pool = ca.prod(spatial) * cin * c if c < cin else 0
-        return ca.prod(out) * ca.prod(self.structure) * self.filters + channel_pool
+        channel_pool = math.prod(spatial) * cin * c if c < cin else 0
+        return math.prod(out) * math.prod(self.structure) * self.filters + channel_pool
 
     def get_config(self):
         config = super().get_config()

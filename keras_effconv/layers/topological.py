@@ -10,12 +10,13 @@ import numpy as np
 import tensorflow as tf
 
 from keras_effconv import implementation as impl
-from keras_effconv.layers import _common
+from keras_effconv.layers import _base
+from keras_effconv.ops import padding as pad
 from keras_effconv.ops import topology as ops
 
 
 @keras.saving.register_keras_serializable(package="keras_effconv")
-class TopologicalConv2D(keras.layers.Layer):
+class TopologicalConv2D(_base.Layer):
     """Convolution whose output channels each see a cyclic `neighborhood` of the input `layout`.
 
     layout: (d1, ..., ds) with product = input channels; default (C,) (1-D).
@@ -29,23 +30,24 @@ class TopologicalConv2D(keras.layers.Layer):
         kernel_regularizer=None, implementation="auto", **kwargs,
     ):
         super().__init__(**kwargs)
-        self.filters = _common.positive_int(filters, "filters")
-        self.kernel_size = _common.int_tuple(kernel_size, 2, "kernel_size")
+        self.filters = _base.positive_int(filters, "filters")
+        self.kernel_size = _base.int_tuple(kernel_size, 2, "kernel_size")
         self.layout = None if layout is None else ops._as_tuple(layout, "layout")
         self.neighborhood = None if neighborhood is None else ops._as_tuple(neighborhood, "neighborhood")
         if self.layout is not None and self.neighborhood is not None:
             ops.Topology(self.layout, self.neighborhood, out_channels=self.filters)  # validate early
-        self.strides = _common.int_tuple(strides, 2, "strides")
-        self.padding = _common.check_padding(padding)
-        self.dilation_rate = _common.int_tuple(dilation_rate, 2, "dilation_rate")
-        self.use_bias = bool(use_bias)
+        self.strides = _base.int_tuple(strides, 2, "strides")
+        self.padding = _base.check_padding(padding)
+        self.dilation_rate = _base.int_tuple(dilation_rate, 2, "dilation_rate")
+        self.use_bias = _base.check_bool(use_bias, "use_bias")
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.implementation = impl.validate_policy(implementation)
 
     def build(self, input_shape):
-        channels = input_shape[-1]
+        self.compute_output_shape(input_shape)
+        channels = self.input_channels(input_shape)
         layout = self.layout or (channels,)
         self.topology = ops.Topology(layout, self.neighborhood or layout, channels, self.filters)
         self.kernel = self.add_weight(
@@ -53,6 +55,7 @@ class TopologicalConv2D(keras.layers.Layer):
             initializer=self.kernel_initializer, regularizer=self.kernel_regularizer,
         )
         self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer=self.bias_initializer) if self.use_bias else None
+        self.finish_build(input_shape)
 
     @property
     def connection_ratio(self):
@@ -69,7 +72,7 @@ class TopologicalConv2D(keras.layers.Layer):
 
     def call(self, inputs):
         kernel = tf.cast(self.kernel, self.compute_dtype)
-        path = impl.resolve(self.implementation)
+        path = self.resolve_path()
         if path == "custom" and self._pointwise():
             from keras_effconv.ops import custom
 
@@ -84,8 +87,9 @@ class TopologicalConv2D(keras.layers.Layer):
         return self.kernel_size == (1, 1) and self.strides == (1, 1) and self.dilation_rate == (1, 1)
 
     def compute_output_shape(self, input_shape):
-        return _common.conv_output_shape(input_shape, self.kernel_size, self.strides, self.dilation_rate,
-                                         self.padding, self.filters)
+        self.input_channels(input_shape)
+        return pad.conv_output_shape(input_shape, self.kernel_size, self.strides, self.dilation_rate,
+                                     self.padding, self.filters, self)
 
     def compute_macs(self, input_shape):
         """Kept connections only: H_out * W_out * kh * kw * window * filters."""

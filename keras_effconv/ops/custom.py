@@ -45,10 +45,11 @@ When the ops are used
 ---------------------
 Never by default. ``keras_effconv.implementation.enable_custom_ops()`` makes
 ``implementation.resolve()`` return ``"custom"`` on the TF runtime (not under XLA, not while
-exporting), and the layers then call `fused_sic_step` / `topological_projection`. SavedModel and
-TFLite exports trace under ``implementation.exporting()`` and always use the composite path of
-standard TF ops (`fused_sic_step_reference`, `topological_projection_reference` here are that
-composite), so exported models never depend on this library.
+exporting), and the layers then call `fused_sic_step` / `topological_projection`. The exports of
+`keras_effconv.export` (TFLite, SavedModel) trace under ``implementation.exporting()`` and always use
+the composite path of standard TF ops (`fused_sic_step_reference`, `topological_projection_reference`
+here are that composite), so those exports never depend on this library. Keras' own `model.export`
+traces with the current policy: disable the ops (``enable_custom_ops(False)``) before calling it.
 """
 
 import hashlib

@@ -14,22 +14,12 @@ shapes, TFLite builtins) and runs a depthwise convolution with the flipped kerne
 
 import tensorflow as tf
 
+from keras_effconv.ops.padding import output_length
+from keras_effconv.ops.padding import same_pads
+
 
 def _pair(value):
     return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-
-
-def same_padding(size, kernel, stride, dilation):
-    """(before, after) padding of TF's "SAME" for one spatial dimension."""
-    out = -(-size // stride)
-    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
-    return total // 2, total - total // 2
-
-
-def output_size(size, kernel, stride, dilation, padding):
-    if padding == "same":
-        return -(-size // stride)
-    return -(-(size - (kernel - 1) * dilation) // stride)
 
 
 def _diagonal_kernel(kernel):
@@ -66,10 +56,10 @@ def depthwise_xla(x, kernel, strides=1, padding="same", dilation_rate=1):
     sh, sw = _pair(strides)
     dh, dw = _pair(dilation_rate)
     height, width = x.shape[1], x.shape[2]
-    out_h = output_size(height, kh, sh, dh, padding)
-    out_w = output_size(width, kw, sw, dw, padding)
+    out_h = output_length(height, kh, sh, dh, padding)
+    out_w = output_length(width, kw, sw, dw, padding)
     if padding == "same":
-        x = tf.pad(x, [[0, 0], same_padding(height, kh, sh, dh), same_padding(width, kw, sw, dw), [0, 0]])
+        x = tf.pad(x, [[0, 0], same_pads(height, kh, sh, dh), same_pads(width, kw, sw, dw), [0, 0]])
     weights = kernel[:, :, :, 0]
     total = None
     for a in range(kh):

@@ -24,12 +24,16 @@ import tensorflow as tf
 
 
 def _as_tuple(value, name):
-    if isinstance(value, (int, np.integer)):
+    """A non-empty tuple of positive ints (bools, strings and floats rejected, never truncated)."""
+    def is_int(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    if is_int(value):
         value = (int(value),)
-    try:
+    elif isinstance(value, (tuple, list)) and all(is_int(v) for v in value):
         value = tuple(int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"`{name}` must be a tuple of positive ints; received {name}={value!r}") from None
+    else:
+        raise ValueError(f"`{name}` must be a tuple of positive ints; received {name}={value!r}")
     if not value or min(value) < 1:
         raise ValueError(f"`{name}` must be a non-empty tuple of positive ints; received {name}={value!r}")
     return value

@@ -2,8 +2,9 @@
 
 `run_paths(layer, x, **call_kwargs)` runs one built layer on the reference, "tf" and "xla" paths and
 returns, per path, the output and the gradients of a fixed random projection of the output w.r.t.
-the input and every trainable weight. It also records which path `implementation.resolve` picked
-during each run, so a fast path that silently fell back to the reference (or the reverse) fails.
+the input and every trainable weight. It also checks the path each run took (`resolved_implementation`
+of the layer and its sublayers), so a fast path that silently fell back to the reference (or the
+reverse) fails.
 """
 
 import inspect
@@ -28,25 +29,21 @@ def _forward_and_grads(layer, x, cotangent, call_kwargs):
     return y, grads
 
 
+def _clear_paths(layer):
+    for sub in [layer] + list(layer._flatten_layers(include_self=False, recursive=True)):
+        if getattr(sub, "resolved_implementation", None) is not None:
+            sub.resolved_implementation = None
+
+
 @pytest.fixture
-def run_paths(monkeypatch):
-    seen = []
-    original = impl.resolve
-
-    def spy(layer_policy="auto"):
-        path = original(layer_policy)
-        seen.append(path)
-        return path
-
-    monkeypatch.setattr(impl, "resolve", spy)
-
+def run_paths():
     def run(layer, x, **call_kwargs):
         x = tf.constant(x)
         y = layer(x, **call_kwargs)  # builds the layer
         cotangent = tf.constant(helpers.random_input(y.shape, seed=7))
         results = {}
         for path in PATHS:
-            seen.clear()
+            _clear_paths(layer)
             if path == "reference":
                 with impl.implementation("reference"):
                     y, grads = _forward_and_grads(layer, x, cotangent, call_kwargs)
@@ -55,7 +52,8 @@ def run_paths(monkeypatch):
             else:
                 fn = tf.function(lambda v: _forward_and_grads(layer, v, cotangent, call_kwargs), jit_compile=True)
                 y, grads = fn(x)
-            assert seen and set(seen) == {path}, f"expected only the {path!r} path, resolve() gave {set(seen)}"
+            seen = set(impl.resolved_implementations(layer).values())
+            assert seen == {path}, f"expected only the {path!r} path, the layers took {seen}"
             assert all(g is not None for g in grads), f"missing gradient on the {path!r} path"
             results[path] = (np.asarray(y), [np.asarray(g) for g in grads])
         return results

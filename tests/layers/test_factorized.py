@@ -1,4 +1,4 @@
-"""FactorizedConv2D / FactorizedConv3D: implementations agree, decomposition of trained convs, export."""
+"""FactorizedConv2D / FactorizedConv3D: executions agree, decomposition of trained convs, export."""
 
 import keras
 import numpy as np
@@ -35,11 +35,11 @@ def _outputs_and_grads(layer, x):
     return y.numpy(), [g.numpy() for g in grads]
 
 
-@pytest.mark.parametrize("factorization,rank,implementation", CASES_2D)
+@pytest.mark.parametrize("factorization,rank,execution", CASES_2D)
 @pytest.mark.parametrize("geometry", GEOMETRY, ids=["s1", "s2", "d2valid", "s21valid"])
-def test_2d_matches_reconstructed_conv(factorization, rank, implementation, geometry):
+def test_2d_matches_reconstructed_conv(factorization, rank, execution, geometry):
     x = helpers.random_input((2, 9, 8, 5))
-    layer = FactorizedConv2D(6, 3, rank, factorization, implementation, seed=3, bias_initializer="ones", **geometry)
+    layer = FactorizedConv2D(6, 3, rank, factorization, execution, seed=3, bias_initializer="ones", **geometry)
     twin = FactorizedConv2D(6, 3, rank, factorization, "reconstructed", seed=3, bias_initializer="ones", **geometry)
     y, grads = _outputs_and_grads(layer, x)
     y_ref, grads_ref = _outputs_and_grads(twin, x)
@@ -49,12 +49,12 @@ def test_2d_matches_reconstructed_conv(factorization, rank, implementation, geom
         np.testing.assert_allclose(g, g_ref, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("factorization,rank,implementation", [
+@pytest.mark.parametrize("factorization,rank,execution", [
     ("cp", 3, "factorized"), ("cp", 3, "mobilenet"), ("tucker", 3, "factorized"), ("tt", 2, "factorized")])
 @pytest.mark.parametrize("strides,dilation_rate", [(1, 1), (2, 1), (1, (2, 1, 2))])
-def test_3d_matches_reconstructed_conv(factorization, rank, implementation, strides, dilation_rate):
+def test_3d_matches_reconstructed_conv(factorization, rank, execution, strides, dilation_rate):
     x = helpers.random_input((2, 7, 6, 5, 3))
-    layer = FactorizedConv3D(4, (3, 3, 2), rank, factorization, implementation, strides=strides,
+    layer = FactorizedConv3D(4, (3, 3, 2), rank, factorization, execution, strides=strides,
                              dilation_rate=dilation_rate, seed=1)
     twin = FactorizedConv3D(4, (3, 3, 2), rank, factorization, "reconstructed", strides=strides,
                             dilation_rate=dilation_rate, seed=1)
@@ -66,11 +66,11 @@ def test_3d_matches_reconstructed_conv(factorization, rank, implementation, stri
         np.testing.assert_allclose(g, g_ref, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("cls,shape,implementation", [
+@pytest.mark.parametrize("cls,shape,execution", [
     (FactorizedConv2D, (2, 9, 8, 4), "factorized"), (FactorizedConv2D, (2, 9, 8, 4), "mobilenet"),
     (FactorizedConv3D, (2, 5, 6, 4, 3), "factorized"), (FactorizedConv3D, (2, 5, 6, 4, 3), "mobilenet")])
-def test_reference_tf_xla_paths_agree(run_paths, cls, shape, implementation):
-    layer = cls(4, 3, 3, "cp", implementation, strides=2, seed=0)
+def test_reference_tf_xla_paths_agree(run_paths, cls, shape, execution):
+    layer = cls(4, 3, 3, "cp", execution, strides=2, seed=0)
     assert_paths_agree(run_paths(layer, helpers.random_input(shape)), rtol=1e-4)
 
 
@@ -94,7 +94,7 @@ def test_from_conv_full_rank_is_exact(cls, shape, factorization):
     layer = cls.from_conv(conv, rank=64, factorization=factorization)
     np.testing.assert_allclose(layer(x), conv(x), atol=1e-5)
     assert layer.strides == conv.strides
-    reconstructed = cls.from_conv(conv, rank=64, factorization=factorization, implementation="reconstructed")
+    reconstructed = cls.from_conv(conv, rank=64, factorization=factorization, execution="reconstructed")
     np.testing.assert_allclose(reconstructed(x), conv(x), atol=1e-5)
 
 
@@ -123,27 +123,27 @@ def test_keras_and_savedmodel_roundtrip(tmp_path):
     helpers.assert_keras_roundtrip(model3, helpers.random_input((2, 5, 6, 4, 2)), tmp_path / "3d")
 
 
-@pytest.mark.parametrize("factorization,rank,implementation", CASES_2D + [
+@pytest.mark.parametrize("factorization,rank,execution", CASES_2D + [
     ("cp", 4, "reconstructed"), ("tucker", (3, 5), "reconstructed"), ("tt", (3, 4, 2), "reconstructed")])
-def test_tflite_builtins_parity_2d(factorization, rank, implementation):
-    model = helpers.wrap(FactorizedConv2D(6, 3, rank, factorization, implementation, strides=2, seed=0), (10, 10, 4))
+def test_tflite_builtins_parity_2d(factorization, rank, execution):
+    model = helpers.wrap(FactorizedConv2D(6, 3, rank, factorization, execution, strides=2, seed=0), (10, 10, 4))
     ops = helpers.assert_tflite_parity(model, helpers.random_input((2, 10, 10, 4)))
-    if implementation == "mobilenet":
+    if execution == "mobilenet":
         assert "DEPTHWISE_CONV_2D" in ops
 
 
-@pytest.mark.parametrize("factorization,implementation", [("cp", "factorized"), ("cp", "mobilenet"),
+@pytest.mark.parametrize("factorization,execution", [("cp", "factorized"), ("cp", "mobilenet"),
                                                           ("tt", "factorized"), ("cp", "reconstructed")])
-def test_tflite_builtins_parity_3d(factorization, implementation):
-    model = helpers.wrap(FactorizedConv3D(4, 3, 3, factorization, implementation, seed=0), (5, 6, 6, 3))
+def test_tflite_builtins_parity_3d(factorization, execution):
+    model = helpers.wrap(FactorizedConv3D(4, 3, 3, factorization, execution, seed=0), (5, 6, 6, 3))
     helpers.assert_tflite_parity(model, helpers.random_input((1, 5, 6, 6, 3)))
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])
-@pytest.mark.parametrize("factorization,implementation", [("cp", "factorized"), ("tt", "factorized"),
+@pytest.mark.parametrize("factorization,execution", [("cp", "factorized"), ("tt", "factorized"),
                                                           ("cp", "mobilenet")])
-def test_training_step(factorization, implementation, jit_compile):
-    model = helpers.wrap(FactorizedConv2D(4, 3, 3, factorization, implementation, seed=0), (8, 8, 3))
+def test_training_step(factorization, execution, jit_compile):
+    model = helpers.wrap(FactorizedConv2D(4, 3, 3, factorization, execution, seed=0), (8, 8, 3))
     x = helpers.random_input((4, 8, 8, 3))
     helpers.assert_trains(model, x, helpers.random_input((4, 8, 8, 4), seed=1), jit_compile)
 
@@ -194,8 +194,10 @@ def test_compute_macs():
     (dict(rank=(2, 3)), "rank"),
     (dict(rank=(2, 3), factorization="tt"), "rank"),
     (dict(factorization="svd"), "factorization"),
-    (dict(implementation="fast"), "implementation"),
-    (dict(factorization="tucker", rank=2, implementation="mobilenet"), "implementation"),
+    (dict(implementation="slow"), "implementation"),
+    (dict(execution="fast"), "execution"),
+    (dict(factorization="tucker", rank=2, execution="mobilenet"), "execution"),
+    (dict(seed=1.5), "seed"),
     (dict(filters=0), "filters"),
     (dict(kernel_size=(3, 3, 3)), "kernel_size"),
     (dict(padding="causal"), "padding"),
@@ -215,3 +217,23 @@ def test_from_conv_rejects_wrong_layer():
     conv.build((None, 4, 4, 4, 2))
     with pytest.raises(ValueError, match="conv_layer"):
         FactorizedConv2D.from_conv(conv, rank=2)
+
+
+def test_old_config_with_execution_in_implementation_loads():
+    """Configs saved when `implementation` named the execution still load, with the standard policy."""
+    config = FactorizedConv2D(4, 3, 2, "cp", "mobilenet").get_config()
+    config.pop("execution")
+    config["implementation"] = "mobilenet"
+    layer = FactorizedConv2D.from_config(config)
+    assert (layer.execution, layer.implementation) == ("mobilenet", "auto")
+
+
+@pytest.mark.parametrize("execution", ["factorized", "mobilenet", "reconstructed"])
+def test_reference_policy_runs_one_dense_conv(execution):
+    """implementation="reference" is the obviously right path (one conv with the rebuilt kernel) and equals the fast one."""
+    x = helpers.random_input((2, 7, 7, 3))
+    fast = FactorizedConv2D(4, 3, 2, "cp", execution, seed=0)
+    reference = FactorizedConv2D(4, 3, 2, "cp", execution, seed=0, implementation="reference")
+    y = fast(x)
+    np.testing.assert_allclose(reference(x), y, atol=1e-5)
+    assert (fast.resolved_implementation, reference.resolved_implementation) == ("tf", "reference")

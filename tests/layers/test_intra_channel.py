@@ -150,19 +150,31 @@ def test_regularizer_adds_loss():
     np.testing.assert_allclose(layer.losses[0], 0.1 * tf.reduce_sum(tf.square(layer.kernel)), rtol=1e-5)
 
 
-def test_layer_implementation_overrides_global_policy(monkeypatch):
+def test_layer_implementation_overrides_global_policy():
+    """The recorded path: a pinned layer stays on the reference, an "auto" one follows the runtime/policy."""
     from keras_effconv import implementation as impl
 
-    seen = []
-    original = impl.resolve
-    monkeypatch.setattr(impl, "resolve", lambda policy="auto": seen.append(original(policy)) or seen[-1])
     x = helpers.random_input((1, 6, 6, 2))
     pinned, auto = IntraChannelConv2D(3, implementation="reference"), IntraChannelConv2D(3)
     pinned(x), auto(x)
-    seen.clear()
+    assert (pinned.resolved_implementation, auto.resolved_implementation) == ("reference", "tf")
     tf.function(lambda v: (pinned(v), auto(v)), jit_compile=True)(x)
-    assert seen == ["reference", "xla"]
-    seen.clear()
+    assert (pinned.resolved_implementation, auto.resolved_implementation) == ("reference", "xla")
     with impl.implementation("reference"):
         auto(x)
-    assert seen == ["reference"]
+    assert impl.resolved_implementations(auto) == {auto.name: "reference"}
+
+
+def test_trace_time_choice_is_kept_until_retrace():
+    """Documented: a tf.function traced before `set_implementation` keeps its traced path."""
+    from keras_effconv import implementation as impl
+
+    x = helpers.random_input((1, 6, 6, 2))
+    layer = IntraChannelConv2D(3)
+    fn = tf.function(layer)
+    fn(x)
+    with impl.implementation("reference"):
+        fn(x)  # no retrace: the traced "tf" path runs, nothing is re-resolved
+        assert layer.resolved_implementation == "tf"
+        layer(x)  # eager call: resolved now
+        assert layer.resolved_implementation == "reference"

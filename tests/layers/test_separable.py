@@ -119,7 +119,7 @@ def test_mixed_float16_forward():
     "make,match",
     [
         (lambda: DepthwiseSeparableBlock(0), "filters=0"),
-        (lambda: DepthwiseSeparableBlock(8, strides=2, dilation_rate=2), "dilation_rate=2"),
+        (lambda: DepthwiseSeparableBlock(8, strides=2, dilation_rate=2), r"dilation_rate=\(2, 2\)"),
         (lambda: DepthwiseSeparableBlock(8, kernel_size=(3, 3, 3)), "kernel_size"),
         (lambda: DepthwiseSeparableBlock(8, groups=0), "groups=0"),
         (lambda: GroupPointwiseConv(9, groups=2), "filters=9"),

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from keras_effconv.layers import SIConv2D
-from keras_effconv.layers import _common
+from keras_effconv.layers import _base
 from tests import helpers
 from tests.layers.conftest import assert_config_complete
 from tests.layers.conftest import assert_mixed_precision_close
@@ -72,7 +72,7 @@ def test_batchnorm_scale_bias_equals_batchnorm():
     bn.build((None, 6))
     set_random_batchnorm_stats(bn)
     x = helpers.random_input((4, 6))
-    scale, bias = _common.batchnorm_scale_bias(bn, tf.float32)
+    scale, bias = _base.batchnorm_scale_bias(bn, tf.float32)
     np.testing.assert_allclose(x * scale + bias, bn(x, training=False), rtol=1e-5, atol=1e-6)
 
 

@@ -8,7 +8,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from keras_effconv import implementation as impl
+from keras_effconv.layers import IntraChannelConv2D
 from keras_effconv.ops import intra_channel as ic
+from keras_effconv.ops import padding
 from tests import helpers
 
 pairs = st.one_of(st.integers(1, 3), st.tuples(st.integers(1, 3), st.integers(1, 3)))
@@ -141,16 +143,23 @@ def test_resolve_picks_xla_under_jit_and_reference_under_policy():
 
 @pytest.mark.parametrize("size,kernel,stride,dilation", [(7, 3, 2, 1), (8, 3, 2, 1), (8, 4, 3, 2), (5, 1, 1, 1)])
 def test_same_padding_matches_tf(size, kernel, stride, dilation):
-    before, after = ic.same_padding(size, kernel, stride, dilation)
+    before, after = padding.same_pads(size, kernel, stride, dilation)
     x = tf.constant(helpers.random_input((1, size, 1, 1)))
     w = tf.constant(helpers.random_input((kernel, 1, 1, 1), seed=1))
     same = tf.nn.conv2d(x, w, (stride, 1), "SAME", dilations=(dilation, 1))
     padded = tf.nn.conv2d(tf.pad(x, [[0, 0], [before, after], [0, 0], [0, 0]]), w, (stride, 1), "VALID",
                           dilations=(dilation, 1))
     _close(padded, same)
-    assert ic.output_size(size, kernel, stride, dilation, "same") == same.shape[1]
-    assert ic.output_size(size, kernel, stride, dilation, "valid") == \
+    assert padding.output_length(size, kernel, stride, dilation, "same") == same.shape[1]
+    assert padding.output_length(size, kernel, stride, dilation, "valid") == \
         tf.nn.conv2d(x, w, (stride, 1), "VALID", dilations=(dilation, 1)).shape[1]
+
+
+def test_valid_output_that_would_be_empty_raises():
+    with pytest.raises(ValueError, match="no output"):
+        padding.output_length(2, 3, 1, 1, "valid")
+    with pytest.raises(ValueError, match=r"IntraChannelConv2D .*input_shape=\(1, 2, 9, 4\)"):
+        IntraChannelConv2D(3, padding="valid").compute_output_shape((1, 2, 9, 4))
 
 
 @pytest.mark.parametrize("path", ["tf", "xla"])
