@@ -50,6 +50,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    from keras_effconv.benchmark import layer_report
     from keras_effconv.benchmark import layers
     from keras_effconv.benchmark import report
 
@@ -82,7 +83,7 @@ def main(argv=None):
         print(message, file=sys.stderr, flush=True)
 
     result = layers.run_layer_benchmark(config, log=log)
-    print(layers.format_layer_report(result), flush=True)
+    print(layer_report.format_layer_report(result), flush=True)
     if args.json:
         report.write_json(result, args.json)
         print(f"JSON written to {args.json}")

@@ -5,8 +5,8 @@ Per (layer config, input shape) and runtime it reports ms (median of warm runs),
 fast path over the dense conv, the MAC ratio (dense MACs / layer MACs, the ideal speedup) and
 `speedup / MAC ratio` (the target wants >= 0.6), plus the fast-vs-reference output error.
 
-Layers are built through `CASES`, a table of (name, class name, kwargs factory, dense twin); a class
-or argument the package does not have (yet) is skipped with a message. Run via tools/bench_layers.py.
+Layers are built through `CASES`, a table of (name, class name, kwargs factory, dense twin).
+`layer_report` prints the result. Run via tools/bench_layers.py.
 """
 
 import contextlib
@@ -27,10 +27,6 @@ RUNTIMES = ("tf", "xla", "litert")
 RUNTIME_LABELS = {"tf": "TF", "xla": "XLA", "litert": "LiteRT"}
 VARIANTS = ("reference", "fast", "dense")
 TARGET = 0.6
-
-
-class Skip(Exception):
-    """A layer class/argument the package does not provide (yet)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,24 +110,16 @@ def selected_cases(config, cases=CASES):
 
 
 def make_layer(case, channels, implementation, layers_module=None):
-    """Instantiate `case` for `channels` input channels; raises Skip if the package lacks it."""
+    """Instantiate `case` for `channels` input channels, with `implementation` if the layer takes one."""
     if layers_module is None:
-        try:
-            import keras_effconv.layers as layers_module
-        except ImportError as error:
-            raise Skip(f"keras_effconv.layers is not importable ({error})") from None
-    cls = getattr(layers_module, case.class_name, None)
-    if cls is None:
-        raise Skip(f"keras_effconv.layers has no {case.class_name} yet")
+        import keras_effconv.layers as layers_module
+    cls = getattr(layers_module, case.class_name)
     kwargs = case.kwargs(channels)
     if "implementation" not in kwargs and "implementation" in inspect.signature(cls.__init__).parameters:
         kwargs["implementation"] = implementation
-    # Otherwise the layer has no reference/fast switch (or uses the argument for something else):
-    # the global policy, set around tracing, chooses the path of the package layers it contains.
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError, NotImplementedError) as error:
-        raise Skip(f"{case.class_name}({_kwargs_text(kwargs)}) not supported: {error}") from None
+    # Otherwise the layer has no reference/fast switch: the global policy, set around tracing, chooses
+    # the path of the package layers it contains.
+    return cls(**kwargs)
 
 
 def _kwargs_text(kwargs):
@@ -153,18 +141,15 @@ def conv2d_macs(layer, input_shape):
 
 
 def layer_macs(layer, input_shape):
-    """(macs, None) via `compute_macs`, else `keras_effconv.analysis.count_macs`; (None, why) if neither."""
+    """MACs for one example: the layer's `compute_macs`, else `keras_effconv.analysis.count_macs`."""
     if hasattr(layer, "compute_macs"):
-        try:
-            return int(layer.compute_macs((None, *input_shape))), None
-        except Exception as error:  # noqa: BLE001
-            return None, f"compute_macs failed: {timing.error_summary(error)}"
+        return int(layer.compute_macs((None, *input_shape)))
     import keras
 
-    from keras_effconv.benchmark.models import count_macs_or_none
+    from keras_effconv.analysis import count_macs
 
     inputs = keras.Input(input_shape)
-    return count_macs_or_none(keras.Model(inputs, layer(inputs)))
+    return int(count_macs(keras.Model(inputs, layer(inputs))))
 
 
 def _policy(variant):
@@ -253,7 +238,7 @@ def run_layer_benchmark(config, cases=CASES, layers_module=None, log=print):
             f"efficiency = speedup / mac_ratio (target >= {config.target})",
             "error": "max |fast - reference| / max |reference| on the same weights, per runtime",
         },
-        "skipped": [],
+        "errors": [],
         "results": [],
     }
     rng = np.random.default_rng(config.seed)
@@ -265,27 +250,23 @@ def run_layer_benchmark(config, cases=CASES, layers_module=None, log=print):
             tag = f"{case.name} @ {'x'.join(map(str, shape))}"
             log(f"{tag}")
             x = rng.standard_normal((config.batch, *shape)).astype("float32")
+            ref = make_layer(case, shape[-1], "reference", layers_module)
+            fast = make_layer(case, shape[-1], "auto", layers_module)
             try:
-                ref = make_layer(case, shape[-1], "reference", layers_module)
-                fast = make_layer(case, shape[-1], "auto", layers_module)
                 with _policy("reference"):
                     ref(x[:1], training=False)  # build
                 fast(x[:1], training=False)
-            except Skip as skip:
-                result["skipped"].append({"case": case.name, "shape": shape, "message": str(skip)})
-                log(f"  SKIP: {skip}")
-                continue
-            except Exception as error:  # noqa: BLE001
+            except Exception as error:  # noqa: BLE001 - e.g. a shape the layer rejects: report, go on
                 message = f"build failed: {timing.error_summary(error)}"
-                result["skipped"].append({"case": case.name, "shape": shape, "message": message})
-                log(f"  SKIP: {message}")
+                result["errors"].append({"case": case.name, "shape": shape, "message": message})
+                log(f"  ERROR: {message}")
                 continue
             weights_shared = True
             try:
                 fast.set_weights(ref.get_weights())
             except Exception:  # noqa: BLE001 - different variable layouts: no error check
                 weights_shared = False
-            macs, macs_error = layer_macs(fast, shape)
+            macs = layer_macs(fast, shape)
             entry = {
                 "case": case.name,
                 "class_name": case.class_name,
@@ -294,7 +275,6 @@ def run_layer_benchmark(config, cases=CASES, layers_module=None, log=print):
                 "shape": shape,
                 "batch": config.batch,
                 "macs": macs,
-                "macs_error": macs_error,
                 "params": int(fast.count_params()),
                 "timings": {},
                 "fast_vs_reference_error": {},
@@ -350,69 +330,3 @@ def _ratios(entry, runtimes):
             "efficiency": report.ratio(speedup, mac_ratio),
         }
     return out
-
-
-def _ms(entry, variant, runtime):
-    cell = entry["timings"].get(variant, {}).get(runtime)
-    if cell is None:
-        return "-"
-    if "error" in cell:
-        return "ERR"
-    return report.fmt_ms(cell.get("median_ms"))
-
-
-def format_layer_report(result):
-    config = result["config"]
-    target = config.get("target", TARGET)
-    m = result["machine"]
-    out = [
-        f"bench_layers: batch {config['batch']}, runs={config['runs']} (reference: {config.get('reference_runs')}) "
-        f"warmup={config['warmup']}, "
-        f"{m.get('cpu_count')} CPUs, TF {m.get('tensorflow')}, Keras {m.get('keras')}, "
-        f"LiteRT {m.get('ai_edge_litert')}, threads={config.get('threads')}",
-        "ms = median latency of one call on the whole batch. vs ref = reference ms / fast ms. "
-        "speedup = dense ms / fast ms. MAC ratio = dense MACs / layer MACs.",
-        f"eff = speedup / MAC ratio (target >= {target}; '<' marks a miss). err = max|fast-ref|/max|ref|.",
-        "",
-    ]
-    headers = ["Layer", "Input", "Runtime", "ref ms", "fast ms", "dense ms", "vs ref", "speedup",
-               "MAC ratio", "eff", "", "err"]
-    rows = []
-    for e in result["results"]:
-        shape = "x".join(map(str, e["shape"]))
-        for runtime in config["runtimes"]:
-            r = e["ratios"]["per_runtime"].get(runtime, {})
-            eff = r.get("efficiency")
-            err = e["fast_vs_reference_error"].get(runtime)
-            rows.append([
-                e["case"], shape, RUNTIME_LABELS[runtime],
-                _ms(e, "reference", runtime), _ms(e, "fast", runtime), _ms(e, "dense", runtime),
-                report.fmt_ratio(r.get("fast_over_reference_speedup")),
-                report.fmt_ratio(r.get("speedup_vs_dense")),
-                report.fmt_ratio(e["ratios"].get("mac_ratio")),
-                report.fmt_ratio(eff, ""),
-                "<" if eff is not None and eff < target else "",
-                "n/a" if err is None else f"{err:.1e}",
-            ])
-    if rows:
-        out.append(report.format_table(headers, rows, align=["<", "<", "<"] + [">"] * 7 + ["<", ">"]))
-    else:
-        out.append("(no layer could be benchmarked)")
-    problems = [f"  {s['case']} @ {'x'.join(map(str, s['shape']))}: {s['message']}" for s in result["skipped"]]
-    for e in result["results"]:
-        if e.get("macs") is None:
-            problems.append(f"  {e['case']}: MACs n/a - {e.get('macs_error')}")
-        for variant, cells in e["timings"].items():
-            for runtime, cell in cells.items():
-                if isinstance(cell, dict) and "error" in cell:
-                    problems.append(f"  {e['case']} {variant} {runtime}: {cell['error']}")
-    if problems:
-        out.append("")
-        out.append("Skipped / errors:")
-        out.extend(dict.fromkeys(problems))  # dedupe, keep order
-    out.append("")
-    out.append(
-        f"Load average at start {m.get('load_average_at_start')}, at end {m.get('load_average_at_end')}; "
-        f"elapsed {result.get('elapsed_s', 0):.0f} s."
-    )
-    return "\n".join(out)

@@ -6,8 +6,8 @@ at each batch size under (a) the TF runtime (`tf.function`, `jit_compile=False`)
 training step (`train_on_batch`, SGD with momentum, sparse categorical cross-entropy) at a stated
 image size. Ratios are twin / Eff ("x times faster / fewer"), so > 1 means the Eff model wins.
 
-Entry points: `run_model_benchmark(config)` -> JSON-ready dict, `format_model_report(result)`,
-`plot_models(result, path)`. The `effconv bench` command (`keras_effconv.cli.bench`) wires them up.
+Entry point: `run_model_benchmark(config)` -> JSON-ready dict; `model_report` prints and plots it.
+The `effconv bench` command (`keras_effconv.cli.bench`) wires them up.
 """
 
 import dataclasses
@@ -54,10 +54,6 @@ class ModelBenchConfig:
     seed: int = 0
 
     @classmethod
-    def full(cls, **overrides):
-        return cls(**overrides)
-
-    @classmethod
     def quick_run(cls, **overrides):
         """< 3 minutes on a 2-core machine: b1 only, 3 runs, a small training step."""
         values = dict(
@@ -94,7 +90,7 @@ class ModelBenchConfig:
 
 
 def twin_of(name, available=()):
-    """The keras.applications twin of an Eff model: the PAIRS table, else "EffX" -> "X" if registered."""
+    """The keras.applications twin of an Eff model: the PAIRS table, else "EffX" -> "X" if available."""
     if name in PAIRS:
         return PAIRS[name]
     if name.startswith("Eff") and name[3:] in available:
@@ -118,56 +114,20 @@ def columns(config):
     return cols
 
 
-def count_macs_or_none(model):
-    """(macs, None) from `keras_effconv.analysis.count_macs`, or (None, reason) if unavailable."""
-    try:
-        from keras_effconv.analysis import count_macs
-    except ImportError as error:
-        return None, f"keras_effconv.analysis.count_macs not importable ({error})"
-    try:
-        result = count_macs(model)
-    except Exception as error:  # noqa: BLE001 - report, don't abort the benchmark
-        return None, timing.error_summary(error)
-    for attribute in ("total_macs", "macs", "total"):
-        if hasattr(result, attribute):
-            result = getattr(result, attribute)
-            break
-    if isinstance(result, dict):
-        result = result.get("total_macs", result.get("macs", result.get("total")))
-    try:
-        return int(result), None
-    except (TypeError, ValueError):
-        return None, f"count_macs returned {type(result).__name__}, not a number"
-
-
-def load_model_modules(log=print):
-    """Import every `keras_effconv.applications` submodule, since model modules register their
-    factories on import. A module that fails to import is reported, not fatal."""
-    import importlib
-    import pkgutil
-
-    import keras_effconv.applications as applications
-
-    for module in pkgutil.iter_modules(applications.__path__):
-        if module.name.startswith("_") or module.name == "registry":
-            continue
-        try:
-            importlib.import_module(f"{applications.__name__}.{module.name}")
-        except Exception as error:  # noqa: BLE001 - a half-written module must not stop the benchmark
-            log(f"note: keras_effconv.applications.{module.name} failed to import: {timing.error_summary(error, 200)}")
-
-
-def _default_registry(log=print):
+def _default_registry():
     from keras_effconv.applications import available_models
     from keras_effconv.applications import get_model
 
-    load_model_modules(log)
     return get_model, available_models()
 
 
 def plan(config, available):
-    """[(name, role, twin)] to run, and [(name, message)] skipped. Pairs stay adjacent (twin after)."""
-    to_run, skipped, seen = [], [], set()
+    """[(name, role, twin)] to run; pairs stay adjacent (twin after). ValueError for unknown names."""
+    unknown = [name for name in config.models if name not in available]
+    if unknown:
+        raise ValueError(f"`models` must be registered model names; received unknown {unknown!r} "
+                         f"(available: {', '.join(sorted(available))})")
+    to_run, seen = [], set()
     for name in config.models:
         twin = twin_of(name, available)
         names = [name] + ([twin] if twin and config.add_twins else [])
@@ -175,14 +135,12 @@ def plan(config, available):
             if n in seen:
                 continue
             seen.add(n)
-            if n not in available:
-                message = f"{n}: not in the model registry yet (keras_effconv.applications) - skipped"
-                skipped.append((n, message))
+            if n not in available:  # a twin the caller's registry lacks
                 continue
             t = twin_of(n, available)
             role = "eff" if t else ("twin" if n in PAIRS.values() else "reference")
             to_run.append((n, role, t))
-    return to_run, skipped
+    return to_run
 
 
 def _input(rng, batch, size):
@@ -210,6 +168,8 @@ def bench_model(name, role, twin, config, build, log=print):
     import keras
     import tensorflow as tf
 
+    from keras_effconv.analysis import count_macs
+
     entry = {
         "model": name,
         "role": role,
@@ -217,7 +177,6 @@ def bench_model(name, role, twin, config, build, log=print):
         "status": "ok",
         "image_size": config.image_size,
         "macs": None,
-        "macs_error": None,
         "params": None,
         "timings": {},
         "setup_s": {},
@@ -237,9 +196,8 @@ def bench_model(name, role, twin, config, build, log=print):
         return entry
     entry["setup_s"]["build"] = time.perf_counter() - start
     entry["params"] = int(model.count_params())
-    entry["macs"], entry["macs_error"] = count_macs_or_none(model)
-    macs_text = f"{entry['macs'] / 1e9:.2f} GMACs" if entry["macs"] else f"MACs n/a ({entry['macs_error']})"
-    log(f"  {name:<16} built: {entry['params'] / 1e6:.2f} M params, {macs_text}")
+    entry["macs"] = int(count_macs(model))
+    log(f"  {name:<16} built: {entry['params'] / 1e6:.2f} M params, {entry['macs'] / 1e9:.2f} GMACs")
 
     for runtime, jit in (("tf", False), ("xla", True)):
         if runtime not in config.runtimes:
@@ -251,7 +209,7 @@ def bench_model(name, role, twin, config, build, log=print):
             result = _timed(entry, key, label, lambda: timing.sync(fn(x)), config.runs, config.warmup, log, name)
             if result is not None:
                 entry["setup_s"][f"{key}_first_call"] = result.first_call_s
-        del fn
+        fn = None  # free the traced graphs before the next runtime
 
     if "litert" in config.runtimes and config.litert_batches:
         from keras_effconv.export import LiteRTRunner
@@ -337,11 +295,6 @@ def bench_model(name, role, twin, config, build, log=print):
     return entry
 
 
-def _median(entry, key):
-    cell = entry.get("timings", {}).get(key) if entry else None
-    return cell.get("median_ms") if isinstance(cell, dict) else None
-
-
 def compute_ratios(result):
     """{eff_name: {...}} twin / Eff for MACs, params and every timed column (> 1: Eff is better),
     and `speedup / MAC reduction` per column (1.0: time falls exactly as fast as MACs)."""
@@ -360,7 +313,7 @@ def compute_ratios(result):
             "speedup_over_mac_reduction": {},
         }
         for key, _ in result["columns"]:
-            speedup = report.ratio(_median(twin, key), _median(entry, key))
+            speedup = report.ratio(report.median_ms(twin, key), report.median_ms(entry, key))
             row["speedup"][key] = speedup
             row["speedup_over_mac_reduction"][key] = report.ratio(speedup, mac_reduction)
         ratios[entry["model"]] = row
@@ -375,10 +328,11 @@ def run_model_benchmark(config, build=None, available=None, log=print):
     """
     config.validate()
     if build is None or available is None:
-        registry_build, registry_names = _default_registry(log)
+        registry_build, registry_names = _default_registry()
         build = build or registry_build
         available = registry_names if available is None else available
     available = list(available)
+    to_run = plan(config, available)
     threads_info = timing.configure_threads(config.threads)
     if config.threads is None:
         config = dataclasses.replace(config, threads=threads_info["requested"])
@@ -387,9 +341,6 @@ def run_model_benchmark(config, build=None, available=None, log=print):
     if warning:
         log(warning)
 
-    to_run, skipped = plan(config, available)
-    for _, message in skipped:
-        log(message)
     cols = columns(config)
     result = {
         "schema": SCHEMA,
@@ -406,7 +357,6 @@ def run_model_benchmark(config, build=None, available=None, log=print):
             "litert": f"to_tflite (TFLITE_BUILTINS only, fp32) + LiteRTRunner, XNNPACK, {config.threads} threads",
             "ratios": "twin / Eff: > 1 means the Eff model is cheaper (MACs, params) or faster (latency)",
         },
-        "skipped": [{"model": n, "message": m} for n, m in skipped],
         "results": [],
     }
     log(f"Benchmarking {len(to_run)} model(s) at {config.image_size}x{config.image_size}: "
@@ -420,170 +370,3 @@ def run_model_benchmark(config, build=None, available=None, log=print):
     result["machine"]["load_average_at_end"] = timing.load_average()
     result["ratios"] = compute_ratios(result)
     return result
-
-
-def _cell(entry, key, field="median_ms"):
-    cell = entry["timings"].get(key)
-    if cell is None:
-        return "-"
-    if "error" in cell:
-        return "ERR"
-    return report.fmt_ms(cell.get(field))
-
-
-def format_model_report(result):
-    """The tables printed by `effconv bench`."""
-    cols = [tuple(c) for c in result["columns"]]
-    config = result["config"]
-    entries = result["results"]
-    ok = [e for e in entries if e["status"] == "ok"]
-    out = []
-    m = result["machine"]
-    out.append(
-        f"effconv bench: {config['image_size']}x{config['image_size']} inference, "
-        f"{'QUICK ' if config.get('quick') else ''}runs={config['runs']} warmup={config['warmup']}, "
-        f"{m.get('cpu_count')} CPUs, TF {m.get('tensorflow')}, Keras {m.get('keras')}, "
-        f"LiteRT {m.get('ai_edge_litert')}, threads={config.get('threads')}"
-    )
-    out.append(f"Training column: {result['notes']['train']}.")
-    headers = ["Model", "Twin", "GMACs", "Params M"] + [label for _, label in cols]
-    for field, title in (("median_ms", "Latency, median ms"), ("p90_ms", "Latency, p90 ms")):
-        rows = []
-        for e in ok:
-            macs = report.fmt_count(e["macs"], 1e9) if e["macs"] is not None else "n/a"
-            rows.append(
-                [e["model"], e["twin"] or ("(ref)" if e["role"] == "reference" else ""), macs,
-                 report.fmt_count(e["params"], 1e6)] + [_cell(e, k, field) for k, _ in cols]
-            )
-        out.append("")
-        out.append(report.format_table(headers, rows, title=title + ":"))
-
-    ratios = result.get("ratios") or {}
-    if ratios:
-        rows, eff_rows = [], []
-        for name, r in ratios.items():
-            label = f"{name} vs {r['twin']}"
-            rows.append(
-                [label, report.fmt_ratio(r["macs_reduction"]), report.fmt_ratio(r["params_reduction"])]
-                + [report.fmt_ratio(r["speedup"].get(k)) for k, _ in cols]
-            )
-            eff_rows.append([label] + [report.fmt_ratio(r["speedup_over_mac_reduction"].get(k), "") for k, _ in cols])
-        out.append("")
-        out.append(
-            report.format_table(
-                ["Pair", "MACs", "Params"] + [label for _, label in cols],
-                rows,
-                title="Ratios twin / Eff (> 1: the Eff model is cheaper / faster):",
-            )
-        )
-        out.append("")
-        out.append(
-            report.format_table(
-                ["Pair"] + [label for _, label in cols],
-                eff_rows,
-                title="Speedup / MAC reduction (1.00: latency falls exactly as much as MACs):",
-            )
-        )
-
-    setup_rows = []
-    for e in ok:
-        s = e["setup_s"]
-        first = [s.get(f"xla_b{b}_first_call") for b in config["batches"]]
-        setup_rows.append(
-            [e["model"], f"{s['build']:.1f}" if "build" in s else "-",
-             " / ".join(f"{v:.1f}" for v in first if v is not None) or "-",
-             f"{s['tflite_convert']:.1f}" if "tflite_convert" in s else "-",
-             "yes" if e.get("litert_builtins_only") else ("NO" if e.get("litert_builtins_only") is False else "-"),
-             next((f"{v:.1f}" for k, v in s.items() if k.startswith("train_") and k.endswith("first_call")), "-"),
-             f"{s.get('total', 0):.0f}", f"{s['cpu_total']:.0f}" if "cpu_total" in s else "-"]
-        )
-    if setup_rows:
-        out.append("")
-        out.append(
-            report.format_table(
-                ["Model", "build s", "XLA 1st call s", "TFLite convert s", "builtins only", "train 1st step s",
-                 "total s", "CPU s"],
-                setup_rows,
-                title="One-time costs (not in the latencies):",
-            )
-        )
-
-    problems = []
-    for e in entries:
-        if e["status"] != "ok":
-            problems.append(f"  {e['model']}: {e.get('error')}")
-            continue
-        if e.get("macs") is None:
-            problems.append(f"  {e['model']}: MACs n/a - {e.get('macs_error')}")
-        for key, cell in e["timings"].items():
-            if isinstance(cell, dict) and "error" in cell:
-                problems.append(f"  {e['model']} {key}: {cell['error']}")
-    for s in result.get("skipped", []):
-        problems.append(f"  {s['message']}")
-    if problems:
-        out.append("")
-        out.append("Skipped / errors:")
-        out.extend(problems)
-    load = (m.get("load_average_at_start"), m.get("load_average_at_end"))
-    out.append("")
-    out.append(
-        f"Load average (1/5/15 min) at start {load[0]}, at end {load[1]}; elapsed {result.get('elapsed_s', 0):.0f} s "
-        f"wall, {result.get('cpu_s', 0):.0f} s CPU. '-': not measured; 'ERR': see above."
-    )
-    return "\n".join(out)
-
-
-def plot_models(result, path):
-    """Latency vs MACs (log-log), one marker per runtime at the smallest batch, twin -> Eff arrows.
-    Returns the path, or None (with `report.PLOT_HINT` to print) if matplotlib is missing."""
-    plt = report.import_pyplot()
-    if plt is None:
-        return None
-    cols = [tuple(c) for c in result["columns"]]
-    batches = sorted({int(k.rsplit("_b", 1)[1]) for k, _ in cols if not k.startswith("train")})
-    batch = batches[0] if batches else None
-    series = [(k, label) for k, label in cols if batch is not None and k.endswith(f"_b{batch}") and not k.startswith("train")]
-    entries = {e["model"]: e for e in result["results"] if e["status"] == "ok" and e.get("macs")}
-    fig, ax = plt.subplots(figsize=(9, 6))
-    markers = {"tf": "o", "xla": "s", "litert": "^"}
-    for key, label in series:
-        xs, ys, names = [], [], []
-        for name, e in entries.items():
-            value = _median(e, key)
-            if value is not None:
-                xs.append(e["macs"] / 1e9)
-                ys.append(value)
-                names.append(name)
-        if not xs:
-            continue
-        points = ax.scatter(xs, ys, marker=markers.get(key.split("_")[0], "o"), label=label, s=45)
-        color = points.get_facecolor()[0]
-        for x, y, name in zip(xs, ys, names):
-            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
-            twin = entries.get(entries[name].get("twin") or "")
-            if twin is not None and _median(twin, key) is not None:
-                ax.annotate(
-                    "", xy=(x, y), xytext=(twin["macs"] / 1e9, _median(twin, key)),
-                    arrowprops=dict(arrowstyle="->", color=color, alpha=0.5, linestyle="--"),
-                )
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("GMACs per image")
-    ax.set_ylabel(f"median latency, ms (batch {batch})")
-    m = result["machine"]
-    ax.set_title(
-        f"Latency vs MACs, {result['config']['image_size']}px, {m.get('cpu_count')} CPUs "
-        f"(TF {m.get('tensorflow')}); arrows: twin -> Eff"
-    )
-    from matplotlib import ticker
-
-    for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-        axis.set_minor_formatter(ticker.NullFormatter())
-    ax.grid(True, which="both", alpha=0.3)
-    if series:
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path

@@ -112,3 +112,9 @@ def import_pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def median_ms(entry, key):
+    """The median latency of one timed column of a result entry, or None."""
+    cell = entry.get("timings", {}).get(key) if entry else None
+    return cell.get("median_ms") if isinstance(cell, dict) else None

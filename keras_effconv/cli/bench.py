@@ -1,17 +1,16 @@
 """`effconv bench`: Eff models vs their keras.applications twins (MACs, params, latency, training).
 
-`keras_effconv.cli.main` registers this subcommand with `add_arguments(parser)` and `run(args)`;
-`tools/bench.py` runs the same code standalone.
+`keras_effconv.cli.main` registers this subcommand with `add_arguments(parser)` and `run(args)`.
 """
 
 import os
 import sys
 
+HELP = "benchmark layers/models (Keras and LiteRT latency); see `effconv bench --help`"
 DESCRIPTION = (
     "Benchmark each Eff model against its keras.applications twin (EffResNet50/ResNet50, "
     "EffResNet101/ResNet101, EffVGG16/VGG16) plus MobileNetV2 and EfficientNetB0: MACs, params, "
-    "latency (median and p90) under the TF runtime, XLA and LiteRT, and a training step. "
-    "Models not registered yet are skipped."
+    "latency (median and p90) under the TF runtime, XLA and LiteRT, and a training step."
 )
 
 
@@ -82,7 +81,7 @@ def config_from_args(args):
     if getattr(args, "runs", None) is not None:
         overrides["train_runs"] = args.runs
     overrides["train_jit"] = bool(getattr(args, "train_jit", False))
-    factory = ModelBenchConfig.quick_run if getattr(args, "quick", False) else ModelBenchConfig.full
+    factory = ModelBenchConfig.quick_run if getattr(args, "quick", False) else ModelBenchConfig
     return factory(**overrides).validate()
 
 
@@ -95,33 +94,22 @@ def run(args):
         print(f"effconv bench: error: {error}", file=sys.stderr)
         return 2
 
+    from keras_effconv.benchmark import model_report
     from keras_effconv.benchmark import models
     from keras_effconv.benchmark import report
 
     def log(message):
         print(message, file=sys.stderr, flush=True)
 
-    result = models.run_model_benchmark(config, log=log)
-    print(models.format_model_report(result), flush=True)
+    result = models.run_model_benchmark(config, log=log)  # ValueError (unknown --models): exit 2 in main
+    print(model_report.format_model_report(result), flush=True)
     if getattr(args, "json", None):
         report.write_json(result, args.json)
         print(f"JSON written to {args.json}")
     if getattr(args, "plot", None):
-        if models.plot_models(result, args.plot) is None:
+        if model_report.plot_models(result, args.plot) is None:
             print(report.PLOT_HINT)
         else:
             print(f"Plot written to {args.plot}")
     ok = [e for e in result["results"] if e["status"] == "ok"]
     return 0 if ok or not result["results"] else 1
-
-
-def main(argv=None):
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="effconv bench", description=DESCRIPTION)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

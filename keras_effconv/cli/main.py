@@ -1,7 +1,7 @@
 """`effconv`: the console script (pyproject: effconv = keras_effconv.cli.main:main).
 
 Subcommands live in their own modules, each with HELP, DESCRIPTION, add_arguments(parser) and
-run(args) -> exit status. `bench` is imported only when it is the command asked for.
+run(args) -> exit status.
 """
 
 import argparse
@@ -14,9 +14,9 @@ COMMANDS = (
     ("evaluate", "keras_effconv.cli.evaluate"),
     ("export", "keras_effconv.cli.export"),
     ("summary", "keras_effconv.cli.summary"),
+    ("bench", "keras_effconv.cli.bench"),
 )
 VERBOSE_HELP = "show TensorFlow's own log lines and warnings (hidden by default)"
-BENCH_HELP = "benchmark layers/models (Keras and LiteRT latency); see `effconv bench --help`"
 
 DESCRIPTION = """Efficient convolutional layers and models for Keras 3 / TensorFlow.
 
@@ -38,26 +38,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, max_help_position=32)
 
 
-def _load_bench():
-    """(add_arguments, run) of keras_effconv.cli.bench; raises ImportError/AttributeError if unusable."""
-    module = importlib.import_module("keras_effconv.cli.bench")
-    return module, module.add_arguments, module.run
-
-
-def _add_bench(subparsers, bench=None):
-    if bench is None:  # listed in `effconv --help`; the module is imported only for `effconv bench ...`
-        subparsers.add_parser("bench", help=BENCH_HELP, add_help=False)
-        return
-    module, add_arguments, run = bench
-    parser = subparsers.add_parser(
-        "bench", help=BENCH_HELP, description=getattr(module, "DESCRIPTION", None) or module.__doc__,
-        formatter_class=_Formatter,
-    )
-    add_arguments(parser)
-    parser.set_defaults(_run=run)
-
-
-def build_parser(bench=None):
+def build_parser():
     from keras_effconv import __version__
 
     parser = argparse.ArgumentParser(
@@ -73,29 +54,13 @@ def build_parser(bench=None):
         module.add_arguments(sub)
         sub.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
         sub.set_defaults(_run=module.run)
-    _add_bench(subparsers, bench)
     return parser
-
-
-def _command(argv):
-    for token in argv:
-        if not token.startswith("-"):
-            return token
-    return None
 
 
 def main(argv=None):
     """Run `effconv` with `argv` (default sys.argv[1:]); returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    bench = None
-    if _command(argv) == "bench":
-        try:
-            bench = _load_bench()
-        except Exception as error:  # noqa: BLE001 - any import problem makes bench unavailable
-            print(f"effconv bench: error: the bench command is unavailable (cannot import "
-                  f"keras_effconv.cli.bench: {type(error).__name__}: {error})", file=sys.stderr)
-            return 2
-    parser = build_parser(bench)
+    parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, --version, usage errors

@@ -49,12 +49,7 @@ def run(args):
         return 0
     if not args.model:
         raise ValueError("MODEL is required (a registered name or a .keras file); see `effconv summary --list`")
-    model = build(args)
-    try:
-        from keras_effconv.analysis import profile
-    except ImportError as error:
-        print(f"(keras_effconv.analysis is unavailable: {error}; showing model.summary() without MACs)")
-        model.summary()
-        return 0
-    print(profile(model))
+    from keras_effconv.analysis import profile
+
+    print(profile(build(args)))
     return 0

@@ -6,6 +6,7 @@ the usual Conv arguments derive from `ConvBase`, which owns those arguments, the
 shape and `call`, and leaves the kernel to a `convolution_op(x, path)` hook, as Keras' `BaseConv`.
 """
 
+import inspect
 import math
 import numbers
 
@@ -147,12 +148,38 @@ def scaled_normal_std(fan_in, fan_out, contracted, n_factors):
     return (target / contracted) ** (1.0 / (2 * n_factors))
 
 
+def serialize(value):
+    """A constructor argument as it goes into a config (Keras objects by their own serializers)."""
+    if isinstance(value, keras.initializers.Initializer):
+        return keras.initializers.serialize(value)
+    if isinstance(value, keras.regularizers.Regularizer):
+        return keras.regularizers.serialize(value)
+    if callable(value):
+        return keras.activations.serialize(value)
+    return value
+
+
+def constructor_arguments(cls):
+    """Names of the explicit constructor arguments of `cls` and its bases below keras' Layer."""
+    names = []
+    for klass in cls.__mro__:
+        if klass is keras.layers.Layer:
+            break
+        if "__init__" in vars(klass):
+            for p in inspect.signature(klass.__init__).parameters.values():
+                if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name not in names:
+                    names.append(p.name)
+    return names
+
+
 class Layer(keras.layers.Layer):
-    """Base of every layer here: input checks and the record of the implementation path taken.
+    """Base of every layer here: input checks, the record of the path taken, and `get_config`.
 
     `input_rank` (class attribute): the rank of the channels-last input (batch included).
     `resolved_implementation`: the path ("reference", "tf", "xla" or "custom") the last call or trace
     of this layer took; None before the first call. See `keras_effconv.implementation`.
+    `get_config()` holds every constructor argument, read from the attribute of the same name (the
+    checked value), so a layer cannot forget one.
     """
 
     input_rank = 4
@@ -195,6 +222,11 @@ class Layer(keras.layers.Layer):
         path = impl.resolve(self.implementation)
         self.resolved_implementation = path
         return path
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({name: serialize(getattr(self, name)) for name in constructor_arguments(type(self))})
+        return config
 
     def finish_build(self, input_shape):
         """Pins the input spec to the built channel count (a later call with other channels is a ValueError)."""
@@ -259,18 +291,3 @@ class ConvBase(Layer):
     def compute_output_shape(self, input_shape):
         self.input_channels(input_shape)
         return (input_shape[0],) + self.output_spatial(input_shape) + (self.filters,)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            filters=self.filters,
-            kernel_size=self.kernel_size,
-            strides=self.strides,
-            padding=self.padding,
-            dilation_rate=self.dilation_rate,
-            activation=keras.activations.serialize(self.activation),
-            use_bias=self.use_bias,
-            bias_initializer=keras.initializers.serialize(self.bias_initializer),
-            implementation=self.implementation,
-        )
-        return config

@@ -62,8 +62,3 @@ class SpatialBottleneck(_ProjectedBlock):
         low = self.down.compute_output_shape(tuple(input_shape))
         projected = self.projection.compute_output_shape(low)
         return self.down.compute_macs(input_shape) + self.projection.compute_macs(low) + self.up.compute_macs(projected)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(factor=self.factor)
-        return config

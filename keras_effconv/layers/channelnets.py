@@ -95,16 +95,6 @@ class GroupChannelWiseConv(_base.Layer):
         """kernel_size MACs per output value (the paper's count: d_f^2 * d_c * n)."""
         return int(np.prod(input_shape[1:])) * self.kernel_size
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            groups=self.groups,
-            kernel_size=self.kernel_size,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-            implementation=self.implementation,
-        )
-        return config
-
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class DepthwiseSeparableChannelWiseConv(_base.Layer):
@@ -176,20 +166,6 @@ class DepthwiseSeparableChannelWiseConv(_base.Layer):
         per_value = self.kernel_size[0] * self.kernel_size[1] + self.channel_kernel_size
         return height * width * input_shape[-1] * per_value
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            kernel_size=self.kernel_size,
-            channel_kernel_size=self.channel_kernel_size,
-            strides=self.strides,
-            dilation_rate=self.dilation_rate,
-            padding=self.padding,
-            depthwise_initializer=keras.initializers.serialize(self.depthwise_initializer),
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-            implementation=self.implementation,
-        )
-        return config
-
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class ConvClassifier(_base.Layer):
@@ -250,15 +226,3 @@ class ConvClassifier(_base.Layer):
     def compute_macs(self, input_shape):
         height, width, channels = input_shape[1:]
         return self.classes * height * width * (channels - self.classes + 1)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            classes=self.classes,
-            use_bias=self.use_bias,
-            kernel_initializer=(
-                keras.initializers.serialize(self.kernel_initializer) if self.kernel_initializer else None
-            ),
-            implementation=self.implementation,
-        )
-        return config

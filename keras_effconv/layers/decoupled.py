@@ -137,14 +137,6 @@ class DecoupledConv2D(_base.ConvBase):
         cin = int(input_shape[-1])
         return math.prod(spatial) * cin * self.channels + math.prod(out) * self.channels * math.prod(self.kernel_size)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            intermediate_channels=self.intermediate_channels,
-            spatial_configuration=self.spatial_configuration,
-        )
-        return config
-
     @classmethod
     def from_conv(cls, conv_layer, spatial_configuration="fixed"):
         """The unrelaxed decoupling of a built keras Conv2D (groups=1): equal outputs; "learned" then fine-tunes."""

@@ -86,17 +86,3 @@ class EffConv2D(_base.Layer):
         if not self.built:
             self.build(input_shape)
         return self.inner.compute_macs(input_shape)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            filters=self.filters, kernel_size=self.kernel_size, strides=self.strides, padding=self.padding,
-            dilation_rate=self.dilation_rate, activation=keras.activations.serialize(self.activation),
-            use_bias=self.use_bias, sic=self.sic, topology=self.topology, bottleneck=self.bottleneck,
-            depth=self.depth, bottleneck_factor=self.bottleneck_factor,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-            bias_initializer=keras.initializers.serialize(self.bias_initializer),
-            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
-            implementation=self.implementation,
-        )
-        return config

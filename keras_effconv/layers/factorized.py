@@ -164,11 +164,6 @@ class _FactorizedConv(_base.ConvBase):
             macs += size * k[d] * (ranks[d] if self.factorization == "cp" else ranks[d] * ranks[d + 1])
         return macs + s_out * ranks[-1] * cout
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(rank=self.rank, factorization=self.factorization, execution=self.execution, seed=self.seed)
-        return config
-
     @classmethod
     def from_conv(cls, conv_layer, rank, factorization="cp", execution="factorized", n_iter_max=500,
                   random_state=0):

@@ -41,17 +41,6 @@ class _IntraChannelBase(_base.Layer):
     def _finish(self, y):
         return y + tf.cast(self.bias, y.dtype) if self.use_bias else y
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            kernel_size=self.kernel_size, strides=self.strides, use_bias=self.use_bias,
-            depthwise_initializer=keras.initializers.serialize(self.depthwise_initializer),
-            bias_initializer=keras.initializers.serialize(self.bias_initializer),
-            depthwise_regularizer=keras.regularizers.serialize(self.depthwise_regularizer),
-            implementation=self.implementation,
-        )
-        return config
-
 
 @keras.saving.register_keras_serializable(package="keras_effconv")
 class IntraChannelConv2D(_IntraChannelBase):
@@ -75,11 +64,6 @@ class IntraChannelConv2D(_IntraChannelBase):
     def compute_macs(self, input_shape):
         _, h, w, c = self.compute_output_shape(input_shape)
         return h * w * c * self.kernel_size[0] * self.kernel_size[1]
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(padding=self.padding, dilation_rate=self.dilation_rate)
-        return config
 
 
 @keras.saving.register_keras_serializable(package="keras_effconv")

@@ -47,15 +47,6 @@ class GroupPointwiseConv(_base.Layer):
     def compute_macs(self, input_shape):
         return input_shape[1] * input_shape[2] * input_shape[-1] * self.filters // self.groups
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            filters=self.filters,
-            groups=self.groups,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-        )
-        return config
-
 
 @keras.saving.register_keras_serializable(package="keras_effconv")
 class DepthwiseSeparableBlock(_base.Layer):
@@ -111,14 +102,3 @@ class DepthwiseSeparableBlock(_base.Layer):
         channels = input_shape[-1]
         per_pixel = self.kernel_size[0] * self.kernel_size[1] * channels + channels * self.filters // self.groups
         return height * width * per_pixel
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            filters=self.filters,
-            kernel_size=self.kernel_size,
-            strides=self.strides,
-            dilation_rate=self.dilation_rate,
-            groups=self.groups,
-        )
-        return config

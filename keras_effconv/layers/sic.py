@@ -68,19 +68,6 @@ class _ProjectedBlock(_base.Layer):
         y = projection(z)
         return y if bn is None else bn(y, training=training)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            filters=self.filters, kernel_size=self.kernel_size,
-            activation=keras.activations.serialize(self.activation), use_batchnorm=self.use_batchnorm,
-            topology=self.topology, momentum=self.momentum, epsilon=self.epsilon,
-            depthwise_initializer=keras.initializers.serialize(self.depthwise_initializer),
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
-            implementation=self.implementation,
-        )
-        return config
-
 
 @keras.saving.register_keras_serializable(package="keras_effconv")
 class SIConv2D(_ProjectedBlock):
@@ -157,8 +144,3 @@ class SIConv2D(_ProjectedBlock):
             total += projection.compute_macs(shape)
             shape = projection.compute_output_shape(shape)
         return total
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(strides=self.strides, depth=self.depth, padding=self.padding, dilation_rate=self.dilation_rate)
-        return config

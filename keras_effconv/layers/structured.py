@@ -151,15 +151,6 @@ class StructuredConv2D(_base.ConvBase):
         channel_pool = math.prod(spatial) * cin * c if c < cin else 0
         return math.prod(out) * math.prod(self.structure) * self.filters + channel_pool
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            structure=self.structure,
-            kernel_initializer=None if self.kernel_initializer is None
-            else keras.initializers.serialize(self.kernel_initializer),
-        )
-        return config
-
 
 def decompose(conv_layer, structure):
     """A StructuredConv2D from a built keras Conv2D by least-squares projection onto the structured subspace.

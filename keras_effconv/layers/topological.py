@@ -96,16 +96,3 @@ class TopologicalConv2D(_base.Layer):
         _, h, w, _ = self.compute_output_shape(input_shape)
         window = int(np.prod(self.neighborhood or self.layout or (input_shape[-1],)))
         return h * w * self.kernel_size[0] * self.kernel_size[1] * window * self.filters
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            filters=self.filters, kernel_size=self.kernel_size, layout=self.layout,
-            neighborhood=self.neighborhood, strides=self.strides, padding=self.padding,
-            dilation_rate=self.dilation_rate, use_bias=self.use_bias,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-            bias_initializer=keras.initializers.serialize(self.bias_initializer),
-            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
-            implementation=self.implementation,
-        )
-        return config

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from keras_effconv import implementation as impl
+from keras_effconv.benchmark import layer_report
 from keras_effconv.benchmark import layers as layer_bench
+from keras_effconv.benchmark import model_report
 from keras_effconv.benchmark import models as model_bench
 from keras_effconv.benchmark import report
 from keras_effconv.benchmark import timing
@@ -84,7 +86,7 @@ def _build(name, **kwargs):
 
 def _config(**overrides):
     values = dict(
-        models=("EffTiny", "EffBroken", "EffGhost"),
+        models=("EffTiny", "EffBroken"),
         image_size=32,
         batches=(1, 2),
         litert_batches=(1,),
@@ -98,10 +100,11 @@ def _config(**overrides):
     return model_bench.ModelBenchConfig(**values)
 
 
-def test_plan_pairs_twins_and_skips_unregistered():
-    to_run, skipped = model_bench.plan(_config(models=("EffTiny", "EffGhost", "Tiny")), list(FACTORIES))
+def test_plan_pairs_twins_and_rejects_unknown_models():
+    to_run = model_bench.plan(_config(models=("EffTiny", "Tiny")), list(FACTORIES))
     assert to_run == [("EffTiny", "eff", "Tiny"), ("Tiny", "reference", None)]
-    assert [name for name, _ in skipped] == ["EffGhost"]
+    with pytest.raises(ValueError, match="EffGhost"):
+        model_bench.plan(_config(models=("EffTiny", "EffGhost")), list(FACTORIES))
     assert model_bench.twin_of("EffResNet50") == "ResNet50"
     assert model_bench.columns(_config()) == [
         ("tf_b1", "TF b1"), ("xla_b1", "XLA b1"), ("litert_b1", "LiteRT b1"),
@@ -126,12 +129,11 @@ def test_model_benchmark_json_schema(model_result, tmp_path):
     assert data["config"]["runs"] == 2 and data["config"]["image_size"] == 32
     by_name = {e["model"]: e for e in data["results"]}
     assert set(by_name) == {"EffTiny", "Tiny", "EffBroken"}
-    assert [s["model"] for s in data["skipped"]] == ["EffGhost"]
     assert by_name["EffBroken"]["status"] == "error" and "cannot build" in by_name["EffBroken"]["error"]
     for name in ("EffTiny", "Tiny"):
         entry = by_name[name]
         assert entry["status"] == "ok" and entry["params"] > 0
-        assert entry["macs"] is None or entry["macs"] > 0
+        assert entry["macs"] > 0
         assert entry["litert_builtins_only"] is True
         for key, _ in data["columns"]:
             cell = entry["timings"][key]
@@ -143,16 +145,16 @@ def test_model_benchmark_json_schema(model_result, tmp_path):
     assert set(ratios["speedup"]) == {key for key, _ in data["columns"]}
 
 
-def test_model_report_prints_every_model_and_skip(model_result):
-    text = model_bench.format_model_report(model_result)
-    for needle in ("Latency, median ms", "Latency, p90 ms", "EffTiny vs Tiny", "EffGhost", "cannot build",
+def test_model_report_prints_every_model_and_error(model_result):
+    text = model_report.format_model_report(model_result)
+    for needle in ("Latency, median ms", "Latency, p90 ms", "EffTiny vs Tiny", "EffBroken", "cannot build",
                    "Train b4@32 (TF)"):
         assert needle in text
-    assert any("EffGhost" in m for m in model_result["_log"])
+    assert any("EffBroken" in m for m in model_result["_log"])
 
 
 def test_plot_or_install_hint(model_result, tmp_path):
-    path = model_bench.plot_models(model_result, str(tmp_path / "plot.png"))
+    path = model_report.plot_models(model_result, str(tmp_path / "plot.png"))
     if report.import_pyplot() is None:
         assert path is None and "pip install" in report.PLOT_HINT
     else:
@@ -204,22 +206,17 @@ class FakeEffConv(keras.layers.Layer):
 
 
 FAKE_LAYERS = types.SimpleNamespace(FakeEffConv=FakeEffConv)
-FAKE_CASES = (
-    layer_bench.LayerCase("Fake 1x1", "FakeEffConv", lambda c: dict(filters=c), 1),
-    layer_bench.LayerCase("Fake bad arg", "FakeEffConv", lambda c: dict(filters=c, nonsense=1), 1),
-    layer_bench.LayerCase("Not there", "NotThereConv2D", lambda c: dict(filters=c), 3),
-)
+FAKE_CASES = (layer_bench.LayerCase("Fake 1x1", "FakeEffConv", lambda c: dict(filters=c), 1),)
 
 
-def test_layer_benchmark_runs_skips_and_reports(tmp_path):
+def test_layer_benchmark_runs_and_reports(tmp_path):
     config = layer_bench.LayerBenchConfig(shapes=((8, 8, 8),), batch=2, runs=2, reference_runs=1, warmup=1)
     logs = []
     result = layer_bench.run_layer_benchmark(config, cases=FAKE_CASES, layers_module=FAKE_LAYERS, log=logs.append)
     data = json.loads(report.to_json_text(result))
     assert data["schema"] == layer_bench.SCHEMA
     assert [r["case"] for r in data["results"]] == ["Fake 1x1"]
-    skipped = {s["case"]: s["message"] for s in data["skipped"]}
-    assert "NotThereConv2D" in skipped["Not there"] and "not supported" in skipped["Fake bad arg"]
+    assert data["errors"] == []
     entry = data["results"][0]
     assert entry["macs"] == 8 * 8 * 8 * 8 // 2 and entry["dense_macs"] == 8 * 8 * 8 * 8
     assert entry["ratios"]["mac_ratio"] == pytest.approx(2.0)
@@ -230,8 +227,10 @@ def test_layer_benchmark_runs_skips_and_reports(tmp_path):
     for runtime in layer_bench.RUNTIMES:
         assert entry["fast_vs_reference_error"][runtime] < 1e-4  # same weights, same maths
         assert entry["ratios"]["per_runtime"][runtime]["efficiency"] > 0
-    text = layer_bench.format_layer_report(result)
-    assert "Fake 1x1" in text and "NotThereConv2D" in text and "MAC ratio" in text
+    text = layer_report.format_layer_report(result)
+    assert "Fake 1x1" in text and "MAC ratio" in text
+    with pytest.raises(AttributeError, match="NotThereConv2D"):
+        layer_bench.make_layer(layer_bench.LayerCase("Not there", "NotThereConv2D", dict, 3), 8, "auto", FAKE_LAYERS)
 
 
 def test_layer_cases_table_is_well_formed():

@@ -2,8 +2,6 @@
 
 import json
 import os
-import sys
-import types
 
 import pytest
 
@@ -14,7 +12,7 @@ from tests.workflow.conftest import make_tfrecords
 TRAIN = ("train", "--model", "DemoCNN", "--epochs", "2", "--batch-size", "8", "--quiet", "--warmup-epochs", "0")
 
 
-@pytest.mark.parametrize("command", ["", "demo", "train", "evaluate", "export", "summary"])
+@pytest.mark.parametrize("command", ["", "demo", "train", "evaluate", "export", "summary", "bench"])
 def test_help(cli, command):
     code, out, _ = cli(*([command] if command else []), "--help")
     assert code == 0 and "usage: effconv" in out and "example" in out.lower()
@@ -184,17 +182,6 @@ def test_demo(cli, tmp_path):
     assert (tmp_path / "demo" / "DemoCNN.tflite").is_file()
 
 
-def test_bench_is_delegated(cli, monkeypatch):
-    calls = []
-    fake = types.ModuleType("keras_effconv.cli.bench")
-    fake.add_arguments = lambda parser: parser.add_argument("--models", default="x")
-    fake.run = lambda args: calls.append(args.models) or 0
-    monkeypatch.setitem(sys.modules, "keras_effconv.cli.bench", fake)
-    code, _, _ = cli("bench", "--models", "ResNet20")
-    assert code == 0 and calls == ["ResNet20"]
-
-
-def test_bench_unavailable(cli, monkeypatch):
-    monkeypatch.setitem(sys.modules, "keras_effconv.cli.bench", None)  # import raises ImportError
-    code, _, err = cli("bench", "--anything")
-    assert code == 2 and "bench command is unavailable" in err
+def test_bench_unknown_model_is_a_usage_error(cli):
+    code, _, err = cli("bench", "--models", "NoSuchNet", "--runtimes", "tf")
+    assert code == 2 and "NoSuchNet" in err

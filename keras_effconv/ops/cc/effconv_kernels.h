@@ -1,6 +1,7 @@
 // Shared declarations of the keras_effconv custom op library.
 //
-// The CPU kernels live in effconv_kernels.cc, the op registrations (with their shape functions) in
+// The CPU kernels live in effconv_topological.cc and effconv_fused_sic.cc (shared blocks in
+// effconv_cpu.h), the op registrations (with their shape functions) in
 // effconv_ops.cc and the optional CUDA kernels in effconv_kernels.cu.cc (compiled by nvcc only when
 // the build finds nvcc AND a CUDA build of TensorFlow; everything CUDA is guarded by GOOGLE_CUDA).
 #ifndef KERAS_EFFCONV_OPS_CC_EFFCONV_KERNELS_H_

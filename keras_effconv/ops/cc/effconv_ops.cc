@@ -1,5 +1,5 @@
 // Op registrations (interfaces and shape functions) of the keras_effconv custom op library.
-// The kernels are in effconv_kernels.cc (CPU) and effconv_kernels.cu.cc (CUDA).
+// The kernels are in effconv_topological.cc / effconv_fused_sic.cc (CPU) and effconv_kernels.cu.cc (CUDA).
 #include "effconv_kernels.h"
 #include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
