@@ -108,7 +108,7 @@ def _compiler_id(compiler):
     try:
         out = _run([compiler, "--version"]).stdout
     except (OSError, subprocess.SubprocessError) as exc:
-        raise CustomOpsError(f"no usable C++ compiler: running {compiler} --version failed: {exc}")
+        raise CustomOpsError(f"no usable C++ compiler: running {compiler} --version failed: {exc}") from exc
     return out.splitlines()[0] if out else compiler
 
 

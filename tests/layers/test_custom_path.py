@@ -5,8 +5,8 @@ import pytest
 import tensorflow as tf
 
 from keras_effconv import implementation
-from keras_effconv.export import to_tflite
 from keras_effconv.export import tflite_op_names
+from keras_effconv.export import to_tflite
 from keras_effconv.layers import SIConv2D
 from keras_effconv.layers import TopologicalConv2D
 from keras_effconv.ops import custom

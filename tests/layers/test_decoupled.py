@@ -7,8 +7,8 @@ import tensorflow as tf
 
 from keras_effconv.layers.decoupled import DecoupledConv2D
 from tests import helpers
-from tests.layers.conftest import assert_config_complete
-from tests.layers.conftest import assert_paths_agree
+from tests.harness import assert_paths_agree
+from tests.harness import run_layer_test
 
 GEOMETRY = [dict(strides=1, padding="same", dilation_rate=1), dict(strides=2, padding="same", dilation_rate=1),
             dict(strides=1, padding="valid", dilation_rate=(2, 1)), dict(strides=(1, 2), padding="valid")]
@@ -78,8 +78,6 @@ def test_reference_tf_xla_paths_agree(run_paths, kwargs):
     assert_paths_agree(run_paths(layer, helpers.random_input((2, 9, 8, 3))), rtol=1e-4)
 
 
-def test_config_complete():
-    assert_config_complete(DecoupledConv2D(4, (3, 1), 2, "valid", intermediate_channels=8, activation="relu"))
 
 
 def test_initial_output_scale_matches_a_dense_conv():
@@ -106,11 +104,6 @@ def test_tflite_builtins_parity(kwargs):
     assert "DEPTHWISE_CONV_2D" in ops
 
 
-@pytest.mark.parametrize("jit_compile", [False, True])
-def test_training_step(jit_compile):
-    model = helpers.wrap(DecoupledConv2D(4, 3, intermediate_channels=8), (8, 8, 3))
-    x = helpers.random_input((4, 8, 8, 3))
-    helpers.assert_trains(model, x, helpers.random_input((4, 8, 8, 4), seed=1), jit_compile)
 
 
 def test_fixed_configuration_does_not_train_the_shifts():
@@ -163,3 +156,10 @@ def test_invalid_arguments(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         DecoupledConv2D(**args)
+
+
+@pytest.mark.parametrize("make", [lambda: DecoupledConv2D(4, 3, intermediate_channels=8, activation="relu"),
+                                  lambda: DecoupledConv2D(4, (3, 1), 2, "valid", spatial_configuration="fixed")],
+                         ids=["learned", "fixed-valid-s2"])
+def test_layer_contract(make, tmp_path):
+    run_layer_test(make, (8, 8, 3), tmp_path, rtol=1e-4)

@@ -4,17 +4,16 @@ precision, errors."""
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_effconv.layers import EffConv2D
 from keras_effconv.layers import SIConv2D
 from keras_effconv.layers import SpatialBottleneck
 from keras_effconv.layers import TopologicalConv2D
 from tests import helpers
-from tests.layers.conftest import assert_config_complete
-from tests.layers.conftest import assert_mixed_precision_close
-from tests.layers.conftest import assert_paths_agree
-from tests.layers.conftest import set_random_batchnorm_stats
+from tests.harness import assert_config_complete
+from tests.harness import assert_mixed_precision_close
+from tests.harness import assert_paths_agree
+from tests.harness import set_random_batchnorm_stats
 
 CASES = {
     "sic": dict(filters=16, kernel_size=3, topology={"blocks": 4, "band": 2}),

@@ -8,8 +8,8 @@ import tensorflow as tf
 from keras_effconv.layers.factorized import FactorizedConv2D
 from keras_effconv.layers.factorized import FactorizedConv3D
 from tests import helpers
-from tests.layers.conftest import assert_config_complete
-from tests.layers.conftest import assert_paths_agree
+from tests.harness import assert_config_complete
+from tests.harness import assert_paths_agree
 
 CASES_2D = [("cp", 4, "factorized"), ("cp", 4, "mobilenet"), ("tucker", (3, 5), "factorized"),
             ("tt", (3, 4, 2), "factorized")]

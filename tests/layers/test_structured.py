@@ -12,7 +12,7 @@ from keras_effconv.layers.structured import decompose
 from keras_effconv.layers.structured import expand
 from keras_effconv.layers.structured import structural_error
 from tests import helpers
-from tests.layers.conftest import assert_config_complete
+from tests.harness import run_layer_test
 
 GEOMETRY = [dict(strides=1, padding="same", dilation_rate=1), dict(strides=2, padding="same", dilation_rate=1),
             dict(strides=1, padding="same", dilation_rate=2), dict(strides=(2, 1), padding="valid")]
@@ -117,15 +117,8 @@ def test_tflite_builtins_parity(kwargs):
     assert "AVERAGE_POOL_2D" in ops and "CONV_2D" in ops
 
 
-@pytest.mark.parametrize("jit_compile", [False, True])
-def test_training_step(jit_compile):
-    model = helpers.wrap(StructuredConv2D(4, 3, (2, 2), dilation_rate=2), (8, 8, 3))
-    x = helpers.random_input((4, 8, 8, 3))
-    helpers.assert_trains(model, x, helpers.random_input((4, 8, 8, 4), seed=1), jit_compile)
 
 
-def test_config_complete():
-    assert_config_complete(StructuredConv2D(4, (3, 5), (2, 2, 3), padding="valid", kernel_initializer="ones"))
 
 
 def test_compute_macs():
@@ -191,3 +184,11 @@ def test_invalid_build_and_regularizer_arguments():
         StructuralRegularizer((2, 2), weight=-1.0)
     with pytest.raises(ValueError, match="conv_layer"):
         decompose(keras.layers.Dense(2), (2, 2))
+
+
+@pytest.mark.parametrize("make", [lambda: StructuredConv2D(4, 3, (2, 2), dilation_rate=2),
+                                  lambda: StructuredConv2D(4, (3, 5), (2, 2, 3), padding="valid",
+                                                           kernel_initializer="ones")],
+                         ids=["dilated", "valid-ones"])
+def test_layer_contract(make, tmp_path):
+    run_layer_test(make, (8, 8, 3), tmp_path, rtol=1e-4)

@@ -8,9 +8,8 @@ import tensorflow as tf
 from keras_effconv.layers import TopologicalConv2D
 from keras_effconv.ops import topology as tp
 from tests import helpers
-from tests.layers.conftest import assert_config_complete
-from tests.layers.conftest import assert_mixed_precision_close
-from tests.layers.conftest import assert_paths_agree
+from tests.harness import assert_paths_agree
+from tests.harness import run_layer_test
 from tests.ops.test_topology_ops import brute_force_mask
 
 CASES = [  # filters, kernel_size, layout, neighborhood, geometry
@@ -107,28 +106,10 @@ def test_keras_savedmodel_tflite(layer_kwargs, tmp_path):
     helpers.assert_tflite_parity(model, x)
 
 
-def test_config_complete_and_round_trip():
-    layer = TopologicalConv2D(8, (3, 1), (4, 4), (2, 3), strides=2, padding="valid", dilation_rate=1, use_bias=True,
-                              kernel_regularizer="l2", implementation="reference", name="topo")
-    clone = assert_config_complete(layer)
-    assert clone.layout == (4, 4) and clone.neighborhood == (2, 3) and clone.kernel_size == (3, 1)
-    x = helpers.random_input((1, 6, 6, 16))
-    layer(x)
-    clone(x)
-    clone.set_weights(layer.get_weights())
-    np.testing.assert_array_equal(clone(x), layer(x))
 
 
-@pytest.mark.parametrize("jit_compile", [False, True])
-def test_trains(jit_compile):
-    model = helpers.wrap(TopologicalConv2D(8, 3, (4, 4), (2, 2), use_bias=True), (8, 8, 16))
-    x = helpers.random_input((4, 8, 8, 16))
-    helpers.assert_trains(model, x, helpers.random_input((4, 8, 8, 8), seed=1), jit_compile)
 
 
-def test_mixed_float16(mixed_float16):
-    assert_mixed_precision_close(lambda: TopologicalConv2D(16, 3, (4, 4), (2, 3), use_bias=True),
-                                 helpers.random_input((2, 8, 8, 16)))
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -165,3 +146,12 @@ def test_topology_matches_ops():
     layer = TopologicalConv2D(8, 1, (4, 4), (2, 3))
     layer.build((None, 4, 4, 16))
     np.testing.assert_array_equal(layer.topology.mask(), tp.Topology((4, 4), (2, 3), 16, 8).mask())
+
+
+@pytest.mark.parametrize("make", [
+    lambda: TopologicalConv2D(8, 3, (4, 4), (2, 2), use_bias=True),
+    lambda: TopologicalConv2D(16, (3, 1), (4, 4), (2, 3), strides=2, padding="valid", use_bias=True,
+                              kernel_regularizer="l2", name="topo"),
+], ids=["band-bias", "2d-s2-valid"])
+def test_layer_contract(make, tmp_path):
+    run_layer_test(make, (8, 8, 16), tmp_path)
