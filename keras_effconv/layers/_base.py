@@ -189,6 +189,17 @@ class Layer(keras.layers.Layer):
         super().__init__(*args, **kwargs)
         self.input_spec = keras.layers.InputSpec(ndim=self.input_rank)
 
+    def set_keras_objects(self, **objects):
+        """Stores `*_initializer`, `*_regularizer` and `activation` arguments through Keras' getters."""
+        for name, value in objects.items():
+            if name.endswith("_initializer"):
+                value = keras.initializers.get(value)
+            elif name.endswith("_regularizer"):
+                value = keras.regularizers.get(value)
+            else:
+                value = keras.activations.get(value)
+            setattr(self, name, value)
+
     def describe(self):
         return f"{type(self).__name__} {self.name!r}"
 

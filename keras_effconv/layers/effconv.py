@@ -1,4 +1,11 @@
-"""EffConv2D: a drop-in replacement for `keras.layers.Conv2D` built from the paper's schemes.
+"""EffConv2D: a `keras.layers.Conv2D` stand-in built from the paper's schemes.
+
+It takes Conv2D's leading arguments (filters, kernel_size, strides, padding, dilation_rate, activation,
+use_bias, kernel/bias initializers, kernel_regularizer) with the same meaning, except:
+- `padding` defaults to "same" (Conv2D: "valid"), and the SIC and bottleneck structures accept only "same";
+- there is no `data_format` (channels-last only), `groups`, `bias_regularizer`, `activity_regularizer`,
+  `kernel_constraint` or `bias_constraint`;
+- the weights are those of the chosen structure, not one (kh, kw, C_in, filters) kernel.
 
 One switch picks the structure: `sic=True` (default) -> SIConv2D; `bottleneck=True` (with
 `sic=False`) -> SpatialBottleneck; neither -> a k x k TopologicalConv2D (dense without `topology`).
@@ -18,7 +25,7 @@ from keras_effconv.layers.topological import TopologicalConv2D
 
 @keras.saving.register_keras_serializable(package="keras_effconv")
 class EffConv2D(_base.Layer):
-    """Conv2D-compatible layer: SIC, spatial bottleneck or topological k x k (see module docstring)."""
+    """A Conv2D stand-in: SIC, spatial bottleneck or topological k x k (see the module docstring for what differs)."""
 
     def __init__(
         self, filters, kernel_size, strides=1, padding="same", dilation_rate=1, activation=None,
@@ -32,16 +39,14 @@ class EffConv2D(_base.Layer):
         self.strides = _base.int_tuple(strides, 2, "strides")
         self.padding = _base.check_padding(padding)
         self.dilation_rate = _base.int_tuple(dilation_rate, 2, "dilation_rate")
-        self.activation = keras.activations.get(activation)
         self.use_bias = _base.check_bool(use_bias, "use_bias")
         self.sic = _base.check_bool(sic, "sic")
         self.topology = _base.check_topology(topology)
         self.bottleneck = _base.check_bool(bottleneck, "bottleneck")
         self.depth = _base.positive_int(depth, "depth")
         self.bottleneck_factor = _base.positive_int(bottleneck_factor, "bottleneck_factor")
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.set_keras_objects(activation=activation, kernel_initializer=kernel_initializer,
+                               bias_initializer=bias_initializer, kernel_regularizer=kernel_regularizer)
         self.implementation = impl.validate_policy(implementation)
         if self.sic and self.bottleneck:
             raise ValueError("`sic` and `bottleneck` are alternative structures: set one; received sic=True, bottleneck=True")

@@ -23,9 +23,8 @@ class _IntraChannelBase(_base.Layer):
         self.kernel_size = _base.int_tuple(kernel_size, 2, "kernel_size")
         self.strides = _base.int_tuple(strides, 2, "strides")
         self.use_bias = _base.check_bool(use_bias, "use_bias")
-        self.depthwise_initializer = keras.initializers.get(depthwise_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.depthwise_regularizer = keras.regularizers.get(depthwise_regularizer)
+        self.set_keras_objects(depthwise_initializer=depthwise_initializer, bias_initializer=bias_initializer,
+                               depthwise_regularizer=depthwise_regularizer)
         self.implementation = impl.validate_policy(implementation)
 
     def build(self, input_shape):

@@ -33,14 +33,12 @@ class _ProjectedBlock(_base.Layer):
         super().__init__(**kwargs)
         self.filters = _base.positive_int(filters, "filters")
         self.kernel_size = _base.int_tuple(kernel_size, 2, "kernel_size")
-        self.activation = keras.activations.get(activation)
         self.use_batchnorm = _base.check_bool(use_batchnorm, "use_batchnorm")
         self.topology = _base.check_topology(topology)
         self.momentum = _base.check_number(momentum, "momentum", 0, 1)
         self.epsilon = _base.check_number(epsilon, "epsilon", 0)
-        self.depthwise_initializer = keras.initializers.get(depthwise_initializer)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.set_keras_objects(activation=activation, depthwise_initializer=depthwise_initializer,
+                               kernel_initializer=kernel_initializer, kernel_regularizer=kernel_regularizer)
         self.implementation = impl.validate_policy(implementation)
 
     def _intra(self, name, **kwargs):

@@ -40,9 +40,8 @@ class TopologicalConv2D(_base.Layer):
         self.padding = _base.check_padding(padding)
         self.dilation_rate = _base.int_tuple(dilation_rate, 2, "dilation_rate")
         self.use_bias = _base.check_bool(use_bias, "use_bias")
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.set_keras_objects(kernel_initializer=kernel_initializer, bias_initializer=bias_initializer,
+                               kernel_regularizer=kernel_regularizer)
         self.implementation = impl.validate_policy(implementation)
 
     def build(self, input_shape):

@@ -12,6 +12,7 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 from tensorflow.python.profiler import model_analyzer
 from tensorflow.python.profiler import option_builder
 
+from keras_effconv import layers as E
 from keras_effconv.analysis import Profile
 from keras_effconv.analysis import count_macs
 from keras_effconv.analysis import profile
@@ -342,3 +343,22 @@ def test_small_nets_match_tf_profiler(make):
     assert sum(v for k, v in by_type.items() if k in MAC_OP_TYPES) == 2 * macs, by_type
     assert abs(macs / (total / 2) - 1) < 0.03, (macs, total)
     assert count_macs(model, shape) == macs  # traced path agrees with the graph walk
+
+
+@pytest.mark.parametrize("make", [
+    lambda: E.IntraChannelConv2D(3, strides=2),
+    lambda: E.TopologicalConv2D(16, 3, layout=(4, 4), neighborhood=(1, 4)),
+    lambda: E.FactorizedConv2D(8, 3, 4, "cp", "factorized", strides=2),
+    lambda: E.FactorizedConv2D(8, 3, 4, "cp", "mobilenet"),
+    lambda: E.FactorizedConv2D(8, 3, (4, 5), "tucker", padding="valid"),
+    lambda: E.DecoupledConv2D(8, 3, intermediate_channels=16),
+    lambda: E.StructuredConv2D(8, 3, (4, 2)),
+    lambda: E.SIConv2D(16, 3, topology={"blocks": 4, "band": 1}),
+], ids=["intra", "topological-blockdiag", "cp", "cp-mobilenet", "tucker-valid", "decoupled", "structured", "sic"])
+def test_package_layer_macs_match_tf_profiler(make):
+    """The oracle for `compute_macs`: the profiler's conv/matmul flops of the executed ("tf") graph / 2."""
+    shape = (12, 12, 16)
+    layer = make()
+    model = keras.Model(inputs := keras.Input(shape), layer(inputs))
+    _, by_type = profiler_flops(model, shape)
+    assert sum(v for k, v in by_type.items() if k in MAC_OP_TYPES) == 2 * layer.compute_macs((None, *shape)), by_type

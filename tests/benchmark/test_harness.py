@@ -85,19 +85,11 @@ def _build(name, **kwargs):
 
 
 def _config(**overrides):
-    values = dict(
-        models=("EffTiny", "EffBroken"),
-        image_size=32,
-        batches=(1, 2),
-        litert_batches=(1,),
-        train_image_size=32,
-        train_batch=4,
-        runs=2,
-        warmup=1,
-        train_runs=2,
-    )
+    """A quick run of the tiny models: 32x32, TF/XLA at batches 1 and 2, LiteRT at 1, two timed runs."""
+    values = dict(models=("EffTiny", "EffBroken"), image_size=32, batches=(1, 2), train_image_size=32, train_batch=4,
+                  runs=2, train_runs=2)
     values.update(overrides)
-    return model_bench.ModelBenchConfig(**values)
+    return model_bench.ModelBenchConfig.quick_run(**values)
 
 
 def test_plan_pairs_twins_and_rejects_unknown_models():

@@ -27,14 +27,21 @@ CASES = {
                          ids=[f"{case}-inference" for case in CASES] + ["f2-odd-band-training"])
 def test_paths_match_reference(run_paths, case, training):
     kwargs, (h, w) = CASES[case]
+    layer, x = _built(case)
+    results = run_paths(layer, x, training=training)
+    assert results["reference"][0].shape == (2, h, w, kwargs["filters"])
+    assert_paths_agree(results)
+
+
+def _built(case):
+    """The case's layer, built, with random BatchNorm statistics, and an input."""
+    kwargs, (h, w) = CASES[case]
     layer = SpatialBottleneck(**kwargs)
     x = helpers.random_input((2, h, w, 16))
     layer(x)
     if layer.use_batchnorm:
         set_random_batchnorm_stats(layer)
-    results = run_paths(layer, x, training=training)
-    assert results["reference"][0].shape == (2, h, w, kwargs["filters"])
-    assert_paths_agree(results)
+    return layer, x
 
 
 def _manual(layer, x):
@@ -57,12 +64,7 @@ def _manual(layer, x):
 
 @pytest.mark.parametrize("case", ["f2", "f2-odd-band", "f3-k4-layout", "no-bn"])
 def test_equals_manual_algorithm(case):
-    kwargs, (h, w) = CASES[case]
-    layer = SpatialBottleneck(**kwargs)
-    x = helpers.random_input((2, h, w, 16))
-    layer(x)
-    if layer.use_batchnorm:
-        set_random_batchnorm_stats(layer)
+    layer, x = _built(case)
     expected = _manual(layer, x)
     np.testing.assert_allclose(layer(x, training=False), expected, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(expected).max()))
 
