@@ -93,11 +93,6 @@ def test_keras_savedmodel_tflite(make, tmp_path):
 
 
 
-
-@pytest.mark.parametrize("make", [lambda: IntraChannelConv2D(3, strides=2, use_bias=True),
-                                  lambda: IntraChannelConv2DTranspose(3, 2, use_bias=True)], ids=["conv", "transpose"])
-
-
 @pytest.mark.parametrize("kwargs,name,value", [
     (dict(kernel_size=0), "kernel_size", "0"),
     (dict(kernel_size=(3, 0)), "kernel_size", "(3, 0)"),
