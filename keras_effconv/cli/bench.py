@@ -10,7 +10,8 @@ HELP = "benchmark layers/models (Keras and LiteRT latency); see `effconv bench -
 DESCRIPTION = (
     "Benchmark each Eff model against its keras.applications twin (EffResNet50/ResNet50, "
     "EffResNet101/ResNet101, EffVGG16/VGG16) plus MobileNetV2 and EfficientNetB0: MACs, params, "
-    "latency (median and p90) under the TF runtime, XLA and LiteRT, and a training step."
+    "latency (median and p90) under the TF runtime, XLA and LiteRT, and a training step.\n\n"
+    "example:\n  effconv bench --quick --json bench.json"
 )
 
 
