@@ -87,7 +87,7 @@ def _build(name, **kwargs):
 def _config(**overrides):
     """A quick run of the tiny models: 32x32, TF/XLA at batches 1 and 2, LiteRT at 1, two timed runs."""
     values = dict(models=("EffTiny", "EffBroken"), image_size=32, batches=(1, 2), train_image_size=32, train_batch=4,
-                  runs=2, train_runs=2)
+                  runs=2, train_runs=2, train_references=True)
     values.update(overrides)
     return model_bench.ModelBenchConfig.quick_run(**values)
 
