@@ -2,6 +2,7 @@
 
 import keras
 
+
 def _last_block_name(model, stage):
     names = [layer.name for layer in model.layers if layer.name.startswith(f"conv{stage}_block") and layer.name.endswith("_out")]
     return names[-1] if names else None

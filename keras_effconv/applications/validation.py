@@ -8,6 +8,7 @@ from keras_effconv.applications.weights import _PRESETS
 from keras_effconv.applications.weights import DEFAULT_PRESET_CLASSES
 from keras_effconv.applications.weights import _classify_weights
 
+
 def validate_classifier_activation(classifier_activation, weights):
     """Only `None` / `"softmax"` with pretrained top weights (as `keras.applications`)."""
     if weights is None:

@@ -35,11 +35,6 @@ from keras_effconv.data.base import Data
 from keras_effconv.data.base import DataError
 from keras_effconv.data.base import DataSource
 from keras_effconv.data.base import skipped_message
-from keras_effconv.data.sources import open_source
-from keras_effconv.data.synthetic import synthetic_shapes
-from keras_effconv.data.tfrecords import data_errors
-from keras_effconv.data.tfrecords import find_corrupt_tfrecord
-from keras_effconv.data.tfrecords import scan_tfrecords
 from keras_effconv.data.pipeline import build_augmenter
 from keras_effconv.data.pipeline import load
 from keras_effconv.data.pipeline import make_pipeline
@@ -47,3 +42,8 @@ from keras_effconv.data.pipeline import resize_and_crop
 from keras_effconv.data.pipeline import resolve_image_size
 from keras_effconv.data.pipeline import split_validation
 from keras_effconv.data.pipeline import take_images
+from keras_effconv.data.sources import open_source
+from keras_effconv.data.synthetic import synthetic_shapes
+from keras_effconv.data.tfrecords import data_errors
+from keras_effconv.data.tfrecords import find_corrupt_tfrecord
+from keras_effconv.data.tfrecords import scan_tfrecords

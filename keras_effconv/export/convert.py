@@ -16,8 +16,8 @@ import tempfile
 import numpy as np
 
 from keras_effconv._paths import check_output_file
-from keras_effconv._paths import clean_stale_temporaries
 from keras_effconv._paths import check_output_folder
+from keras_effconv._paths import clean_stale_temporaries
 from keras_effconv._paths import temp_prefix
 from keras_effconv.export.saved_model import ParityError
 from keras_effconv.export.saved_model import export_saved_model

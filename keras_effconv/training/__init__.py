@@ -14,25 +14,31 @@ AdamW and a warmup + cosine learning-rate schedule, and fits it with:
 - ``run.json``: the configuration, class names, input shape and final metrics.
 """
 
-from keras_effconv.training.callbacks import AtomicCheckpoint, EpochTimer, ScalarSummaries, save_atomic, tensorboard_callback
-from keras_effconv.training.cluster import PeerFailure, is_chief, parse_tf_config
-from keras_effconv.training.config import TrainConfig, TrainResult
-from keras_effconv.training.loop import backup_epoch, evaluate, evaluate_flip, train
-from keras_effconv.training.models import (
-    DEMO_MODEL,
-    LOCAL_MODELS,
-    build_model,
-    compile_for_eval,
-    demo_cnn,
-    load_model,
-    model_names,
-    outputs_are_probabilities,
-)
-from keras_effconv.training.optim import (
-    OPTIMIZERS,
-    STRATEGIES,
-    configure_virtual_devices,
-    make_optimizer,
-    make_schedule,
-    make_strategy,
-)
+from keras_effconv.training.callbacks import AtomicCheckpoint
+from keras_effconv.training.callbacks import EpochTimer
+from keras_effconv.training.callbacks import ScalarSummaries
+from keras_effconv.training.callbacks import save_atomic
+from keras_effconv.training.callbacks import tensorboard_callback
+from keras_effconv.training.cluster import PeerFailure
+from keras_effconv.training.cluster import is_chief
+from keras_effconv.training.cluster import parse_tf_config
+from keras_effconv.training.config import TrainConfig
+from keras_effconv.training.config import TrainResult
+from keras_effconv.training.loop import backup_epoch
+from keras_effconv.training.loop import evaluate
+from keras_effconv.training.loop import evaluate_flip
+from keras_effconv.training.loop import train
+from keras_effconv.training.models import DEMO_MODEL
+from keras_effconv.training.models import LOCAL_MODELS
+from keras_effconv.training.models import build_model
+from keras_effconv.training.models import compile_for_eval
+from keras_effconv.training.models import demo_cnn
+from keras_effconv.training.models import load_model
+from keras_effconv.training.models import model_names
+from keras_effconv.training.models import outputs_are_probabilities
+from keras_effconv.training.optim import OPTIMIZERS
+from keras_effconv.training.optim import STRATEGIES
+from keras_effconv.training.optim import configure_virtual_devices
+from keras_effconv.training.optim import make_optimizer
+from keras_effconv.training.optim import make_schedule
+from keras_effconv.training.optim import make_strategy

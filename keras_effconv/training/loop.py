@@ -14,12 +14,22 @@ from keras_effconv._paths import check_output_folder
 from keras_effconv._paths import clean_stale_temporaries
 from keras_effconv.training import distributed
 from keras_effconv.training import resume
-from keras_effconv.training.callbacks import AtomicCheckpoint, EpochTimer, _write_json_atomic, tensorboard_callback
+from keras_effconv.training.callbacks import AtomicCheckpoint
+from keras_effconv.training.callbacks import EpochTimer
+from keras_effconv.training.callbacks import _write_json_atomic
+from keras_effconv.training.callbacks import tensorboard_callback
 from keras_effconv.training.cluster import is_chief
 from keras_effconv.training.config import TrainResult
 from keras_effconv.training.distributed import LOOPS
-from keras_effconv.training.models import build_model, compile_for_eval, model_names, outputs_are_probabilities
-from keras_effconv.training.optim import OPTIMIZERS, STRATEGIES, make_optimizer, make_schedule, make_strategy
+from keras_effconv.training.models import build_model
+from keras_effconv.training.models import compile_for_eval
+from keras_effconv.training.models import model_names
+from keras_effconv.training.models import outputs_are_probabilities
+from keras_effconv.training.optim import OPTIMIZERS
+from keras_effconv.training.optim import STRATEGIES
+from keras_effconv.training.optim import make_optimizer
+from keras_effconv.training.optim import make_schedule
+from keras_effconv.training.optim import make_strategy
 
 
 def backup_epoch(output):

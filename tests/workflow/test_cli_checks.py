@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import keras
-import numpy as np
 import pytest
 
 from keras_effconv import training
