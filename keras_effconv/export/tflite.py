@@ -8,6 +8,7 @@ concrete functions keeps variables and runs ~10x slower in LiteRT.
 import numpy as np
 import tensorflow as tf
 
+from keras_effconv import _quiet
 from keras_effconv import implementation
 
 
@@ -58,16 +59,19 @@ class LiteRTRunner:
     """Runs a single-input flatbuffer with LiteRT (XNNPACK), resizing the batch as needed."""
 
     def __init__(self, tflite_bytes, num_threads=2):
-        self.interpreter = _interpreter(tflite_bytes, num_threads=num_threads)
+        with _quiet.c_stderr_quieted():  # LiteRT prints "INFO: Created ... XNNPACK delegate" to fd 2
+            self.interpreter = _interpreter(tflite_bytes, num_threads=num_threads)
         self._input = self.interpreter.get_input_details()[0]
         self._output = self.interpreter.get_output_details()[0]
         self._shape = None
+        self._invoked = False
 
     def __call__(self, x):
         x = np.asarray(x)
         if self._shape != x.shape:
             self.interpreter.resize_tensor_input(self._input["index"], list(x.shape))
-            self.interpreter.allocate_tensors()
+            with _quiet.c_stderr_quieted():
+                self.interpreter.allocate_tensors()
             self._input = self.interpreter.get_input_details()[0]
             self._output = self.interpreter.get_output_details()[0]
             self._shape = x.shape
@@ -75,7 +79,12 @@ class LiteRTRunner:
         if self._input["dtype"] != x.dtype and scale:
             x = np.round(x / scale + zero_point)
         self.interpreter.set_tensor(self._input["index"], x.astype(self._input["dtype"]))
-        self.interpreter.invoke()
+        if self._invoked:
+            self.interpreter.invoke()
+        else:  # the delegate is applied (and announced) on the first invoke
+            with _quiet.c_stderr_quieted():
+                self.interpreter.invoke()
+            self._invoked = True
         y = self.interpreter.get_tensor(self._output["index"])
         scale, zero_point = self._output.get("quantization", (0.0, 0))
         if scale and y.dtype != np.float32:

@@ -159,3 +159,15 @@ def test_cli_help_prints_no_tensorflow_log_lines():
 def test_cli_verbose_still_works():
     verbose = _python(None, "-m", "keras_effconv.cli.main", "--verbose", "--help")
     assert verbose.returncode == 0 and verbose.stdout.startswith("usage: effconv")
+
+
+@pytest.mark.slow
+def test_train_and_export_print_only_their_own_output(tmp_path):
+    out, target = str(tmp_path / "run"), str(tmp_path / "m.tflite")
+    train = _python(None, "-m", "keras_effconv.cli.main", *TRAIN, "--epochs", "1", "--data", "synthetic:24",
+                    "--output", out)
+    assert train.returncode == 0 and train.stderr == "", train.stderr
+    export = _python(None, "-m", "keras_effconv.cli.main", "export", os.path.join(out, "best.keras"),
+                     "--parity-samples", "2", "--output", target)
+    assert export.returncode == 0 and export.stderr == "", export.stderr
+    assert "Exported tflite" in export.stdout
