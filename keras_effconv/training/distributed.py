@@ -17,7 +17,6 @@ folder that is deleted at the end.
 
 import contextlib
 import os
-import shutil
 import time
 
 import keras
@@ -133,10 +132,6 @@ class LoopState:
         self.manager.save(checkpoint_number=finished_epochs)
         _write_json_atomic(os.path.join(self.directory, METADATA), {"epoch": int(finished_epochs)})
 
-    def finish(self):
-        if self.chief:
-            shutil.rmtree(self.directory, ignore_errors=True)
-
 
 def run_loop(config, strategy, data, train_ds, model, optimizer, from_logits, epoch_callbacks, log, backup_dir, chief):
     """Train `model` for the remaining epochs of `config`; returns (history, initial_epoch, throughput).
@@ -178,8 +173,7 @@ def run_loop(config, strategy, data, train_ds, model, optimizer, from_logits, ep
             callbacks.on_train_end()
         finally:
             watchdog.stop()
-    state.finish()
-    return history.history, initial_epoch, throughput
+    return history.history, initial_epoch, throughput  # the caller removes the backup after run.json
 
 
 def _epoch(epoch, dist_train, dist_val, train_step, eval_step, callbacks, watchdog):
