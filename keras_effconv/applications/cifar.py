@@ -68,34 +68,24 @@ def eff_block(x, width, stride, name):
     return keras.layers.Activation("relu", name=name + "_out")(x)
 
 
-def CifarResNet(
-    depth, eff, include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-    classes=10, classifier_activation="softmax", name=None,
-):
-    """The one builder behind ResNet20/32/56 and EffResNet20/32/56 (see module docstring)."""
-    if (depth - 2) % 6:
-        raise ValueError(f"`depth` must be 6n + 2 (20, 32, 56, ...); received depth={depth!r}")
-    model_name = f"{'Eff' if eff else ''}ResNet{depth}"
-    image, inputs = _builder.make_input(model_name, weights, include_top, input_tensor, input_shape, classes,
-                                        pooling, classifier_activation, default_size=32, min_size=8)
-    x = _bn_relu(_conv(WIDTHS[0], 1, "conv1_conv")(image), "conv1")
+def _body(x, *, include_top, pooling, classes, classifier_activation, depth, eff):
+    """conv1, three stages of (depth - 2) / 6 blocks, then the classifier."""
+    x = _bn_relu(_conv(WIDTHS[0], 1, "conv1_conv")(x), "conv1")
     block, widths = (eff_block, EFF_WIDTHS) if eff else (basic_block, WIDTHS)
     for stage, width in enumerate(widths):
         for i in range((depth - 2) // 6):
             x = block(x, width, 2 if stage > 0 and i == 0 else 1, f"conv{stage + 2}_block{i + 1}")
-    x = _builder.classifier(x, include_top, pooling, classes, classifier_activation)
-    model = keras.Model(inputs, x, name=name or model_name.lower())
-    return _builder.load_weights(model, model_name, weights, include_top)
+    return _builder.classifier(x, include_top, pooling, classes, classifier_activation)
 
 
-def _cifar(variant, *args):
-    depth, eff = variant
-    return CifarResNet(depth, eff, *args)
+def _factory(depth, eff):
+    name = f"{'Eff' if eff else ''}ResNet{depth}"
+    return _builder.make_factory(
+        name, _body, depth=depth, eff=eff, twin=f"ResNet{depth}" if eff else None, classes=10, default_size=32,
+        min_size=8, doc=f"Instantiates the CIFAR-size {name} (see `keras_effconv.applications.cifar`).",
+    )
 
 
-ResNet20, ResNet32, ResNet56 = (
-    _builder.make_factory(_cifar, (d, False), f"ResNet{d}", "ResNet50", classes=10) for d in (20, 32, 56)
-)
-EffResNet20, EffResNet32, EffResNet56 = (
-    _builder.make_factory(_cifar, (d, True), f"EffResNet{d}", "ResNet50", classes=10) for d in (20, 32, 56)
-)
+# No feature levels: the stages run at strides 1, 2, 4 (CIFAR), not C2..C5's 4..32.
+ResNet20, ResNet32, ResNet56 = (_factory(d, eff=False) for d in (20, 32, 56))
+EffResNet20, EffResNet32, EffResNet56 = (_factory(d, eff=True) for d in (20, 32, 56))

@@ -2,29 +2,30 @@
 
 import keras
 
+from keras_effconv.applications import _builder
 
-def _last_block_name(model, stage):
-    names = [layer.name for layer in model.layers if layer.name.startswith(f"conv{stage}_block") and layer.name.endswith("_out")]
-    return names[-1] if names else None
+LEVELS = ("C2", "C3", "C4", "C5")
 
 
-def feature_extractor(model, levels=("C2", "C3", "C4", "C5")):
+def feature_extractor(model, levels=LEVELS):
     """A keras.Model mapping the image to the stage outputs `levels` (strides 4, 8, 16, 32).
 
-    Works for EffResNet (outputs ``convK_blockN_out``), EffVGG (``blockK_pool``) and their keras twins.
-    Build the backbone with ``include_top=False`` and any input size, e.g.
+    The layers come from the feature levels the factory declared and recorded on `model` (EffResNet:
+    ``convK_blockN_out``, EffVGG: ``blockK_pool``, ChannelNetV1, the keras twins); a family without
+    them (CIFAR ResNets, DemoCNN) or a model not built by a factory gives a ValueError. Build the
+    backbone with ``include_top=False`` and any input size, e.g.
     ``feature_extractor(EffResNet50(include_top=False, input_shape=(512, 512, 3)))``.
     """
-    outputs = []
-    for level in levels:
-        if level not in ("C2", "C3", "C4", "C5"):
-            raise ValueError(f"`levels` entries must be C2..C5; received levels={levels!r}")
-        stage = int(level[1])
-        name = _last_block_name(model, stage)
-        if name is None:
-            name = f"block{stage}_pool"
-        try:
-            outputs.append(model.get_layer(name).output)
-        except ValueError:
-            raise ValueError(f"Model {model.name!r} has no stage output {name!r} for {level}") from None
-    return keras.Model(model.inputs, outputs, name=model.name + "_features")
+    if isinstance(levels, str) or any(level not in LEVELS for level in levels):
+        raise ValueError(f"`levels` entries must be C2..C5; received levels={levels!r}")
+    spec = _builder.spec(model)
+    if spec is None:
+        raise ValueError(
+            f"model={model.name!r} was not built by a keras_effconv factory in this process (a model loaded "
+            "from a file does not carry its feature levels); build the backbone with its factory"
+        )
+    declared = spec["feature_levels"]
+    if not declared:
+        raise ValueError(f"{spec['factory']} declares no feature levels (C2..C5); received model={model.name!r}")
+    return keras.Model(model.inputs, [model.get_layer(declared[level]).output for level in levels],
+                       name=model.name + "_features")

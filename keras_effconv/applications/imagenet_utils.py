@@ -1,12 +1,13 @@
-"""ImageNet input preprocessing and prediction decoding for the Eff models.
+"""The models' input contract, and ImageNet prediction decoding.
 
-Preprocessing mode: **"torch"** for every Eff model. Pixels in [0, 255] (RGB) are scaled to [0, 1],
-then each channel is normalized with the ImageNet mean `(0.485, 0.456, 0.406)` and standard
-deviation `(0.229, 0.224, 0.225)`. This is `keras.applications.imagenet_utils.preprocess_input(x,
-mode="torch")`, as used by `keras.applications.densenet`; it is NOT the "caffe" mode of
-`keras.applications.resnet` (BGR, mean subtraction only). The models contain no preprocessing
-layer: call `preprocess_input` on the images (training recipes and weights presets must use the
-same function, or pretrained weights see differently scaled inputs).
+**One input contract.** Every factory (`EffResNet50(...)`, `EffResNet20(...)`, `ChannelNetV1(...)`,
+`DemoCNN(...)`, the keras twins built by `get_model`) takes `include_preprocessing=True` by default:
+the model accepts RGB pixels in [0, 255] and normalises them inside, with two layers at the start
+(`rescaling`: x / 255, `normalization`: ImageNet "torch" mean `(0.485, 0.456, 0.406)` and std
+`(0.229, 0.224, 0.225)`), as keras' EfficientNetV2 and ConvNeXt do. The TFLite converter keeps them
+as builtin MUL/ADD ops, so exported models take raw pixels too. So `preprocess_input` is a
+pass-through, kept for keras.applications-style code. With `include_preprocessing=False` the model
+has no such layers: feed it `normalize(images)` (the old explicit "torch" normalisation).
 
 `decode_predictions` turns `(batch, 1000)` ImageNet predictions into `(class_name,
 class_description, score)` tuples with the standard ImageNet class index JSON, fetched once with
@@ -19,9 +20,11 @@ import os
 import keras
 from keras.applications import imagenet_utils as keras_imagenet_utils
 
-from keras_effconv.applications import weights as weights_lib
+from keras_effconv.applications import download as download_lib
 
 PREPROCESSING_MODE = "torch"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # The class index used by keras.applications (keras.src.applications.imagenet_utils).
 KERAS_CLASS_INDEX_URL = (
@@ -38,35 +41,43 @@ _CLASS_INDEX_CACHE = {}  # local path -> {str(index): [wnid, description]}
 
 
 def preprocess_input(x, data_format=None):
-    """Preprocesses a batch of RGB images in [0, 255] for the Eff models ("torch" mode).
+    """A placeholder for keras.applications-style code: returns `x` unchanged.
 
-    Scales to [0, 1] and normalizes each channel with the ImageNet mean and std; see the module
-    docstring. Wraps `keras.applications.imagenet_utils.preprocess_input(x, data_format,
-    mode="torch")`.
+    The models normalise inside (`include_preprocessing=True`, the default), so they take RGB
+    pixels in [0, 255]. For a model built with `include_preprocessing=False`, use `normalize`.
+    `data_format` is accepted for API compatibility and ignored.
+    """
+    del data_format
+    return x
 
-    Args:
-        x: float NumPy array or tensor, 3D or 4D, 3 channels, values in [0, 255]. NumPy float
-            inputs are modified in place (pass `np.copy(x)` to avoid it), as in Keras.
-        data_format: `"channels_last"`, `"channels_first"` or None for
-            `keras.config.image_data_format()`.
 
-    Returns:
-        The preprocessed `float32` array / tensor.
+def normalize(x, data_format=None):
+    """The "torch" ImageNet normalisation that `include_preprocessing=True` models do inside.
+
+    Scales RGB pixels in [0, 255] to [0, 1], then normalises each channel with the ImageNet mean and
+    std: `keras.applications.imagenet_utils.preprocess_input(x, data_format, mode="torch")`. Use it
+    only with models built with `include_preprocessing=False`. NumPy float inputs are modified in
+    place, as in Keras.
 
     Raises:
         ValueError: unknown `data_format`.
     """
-    return keras_imagenet_utils.preprocess_input(
-        x, data_format=data_format, mode=PREPROCESSING_MODE
-    )
+    return keras_imagenet_utils.preprocess_input(x, data_format=data_format, mode=PREPROCESSING_MODE)
+
+
+def preprocessing_layers(x):
+    """Apply the in-model normalisation (layers `rescaling` and `normalization`) to tensor `x`."""
+    x = keras.layers.Rescaling(1.0 / 255.0, name="rescaling")(x)
+    variance = [s * s for s in IMAGENET_STD]
+    return keras.layers.Normalization(mean=list(IMAGENET_MEAN), variance=variance, name="normalization")(x)
 
 
 def _load_class_index(url, file_hash, cache_dir):
     if url == KERAS_CLASS_INDEX_URL:
         fname, subdir = "imagenet_class_index.json", "models"  # Keras's own cache entry
     else:
-        fname, subdir = weights_lib._url_fname(url), weights_lib.CACHE_SUBDIR
-    path = weights_lib.download(
+        fname, subdir = download_lib.url_fname(url), download_lib.CACHE_SUBDIR
+    path = download_lib.download(
         url, fname, file_hash=file_hash, cache_subdir=subdir, cache_dir=cache_dir
     )
     key = (os.path.realpath(path), os.path.getmtime(path))

@@ -1,13 +1,19 @@
-"""Name -> model factory, for the CLI and the benchmarks (`effconv train --model NAME`)."""
+"""Name -> model factory (`get_model`, `effconv train --model NAME`), and each Eff model's keras twin.
 
-import keras
+The twin relation (the keras.applications model an Eff model is compared with) is stored here only:
+`register_model(name, factory, twin=...)`, read with `twin_of(name)`. Importing
+`keras_effconv.applications` registers every family (the keras twins in `keras_twins.py`).
+"""
 
 _FACTORIES = {}
+_TWINS = {}
 
 
-def register_model(name, factory):
+def register_model(name, factory, twin=None):
     """Register `factory(**kwargs) -> keras.Model` under `name` (keras.applications-style kwargs)."""
     _FACTORIES[name] = factory
+    if twin is not None:
+        _TWINS[name] = twin
     return factory
 
 
@@ -15,13 +21,13 @@ def available_models():
     return sorted(_FACTORIES)
 
 
+def twin_of(name):
+    """The registered keras twin of model `name` (e.g. "EffResNet50" -> "ResNet50"), or None."""
+    return _TWINS.get(name)
+
+
 def get_model(name, **kwargs):
     """Build a registered model, e.g. get_model("EffResNet50", weights=None, input_shape=(64, 64, 3))."""
     if name not in _FACTORIES:
         raise ValueError(f"Unknown model name={name!r}; available: {', '.join(available_models())}")
     return _FACTORIES[name](**kwargs)
-
-
-# The keras.applications twins that every Eff model is compared against.
-for _name in ("ResNet50", "ResNet101", "VGG16", "MobileNetV2", "EfficientNetB0"):
-    register_model(_name, getattr(keras.applications, _name))

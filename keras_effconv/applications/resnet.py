@@ -32,7 +32,9 @@ DEPTHS = {
 
 def _grouped(filters, channels, groups, strides=1, name=None):
     """Block-diagonal 1x1 topological conv: `groups` contiguous channel groups, no gathers."""
-    groups = groups if channels % groups == 0 and filters % groups == 0 else 1
+    if channels % groups or filters % groups:
+        raise ValueError(f"`groups` must divide the channels ({channels}) and filters ({filters}) of {name}; "
+                         f"received groups={groups!r}")
     return TopologicalConv2D(
         filters, 1, layout=(groups, channels // groups), neighborhood=(1, channels // groups),
         strides=strides, name=name,
@@ -107,26 +109,27 @@ def stem(image, width=64):
     return keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1_pool")(x)
 
 
-def EffResNet(
-    depth_name, include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-    classes=1000, classifier_activation="softmax", name=None, config=None,
-):
-    """The one builder behind every EffResNet factory (see module docstring)."""
-    model_name = "Eff" + depth_name.replace("resnet", "ResNet")
+def _body(x, *, include_top, pooling, classes, classifier_activation, depth, config=None):
+    """Stem, four stages and the classifier (see module docstring); `config` overrides DEFAULT_CONFIG."""
     cfg = dict(DEFAULT_CONFIG, **(config or {}))
-    image, inputs = _builder.make_input(model_name, weights, include_top, input_tensor, input_shape, classes,
-                                        pooling, classifier_activation)
-    blocks, bottleneck = DEPTHS[depth_name]
-    x = stem(image)
+    blocks, bottleneck = DEPTHS[depth]
+    x = stem(x)
     for stage, (width, count) in enumerate(zip((64, 128, 256, 512), blocks)):
-        x = stack(x, width, count, 1 if stage == 0 else 2, bottleneck, cfg, stage + 2 in cfg["bottleneck_stages"], f"conv{stage + 2}")
-    x = _builder.classifier(x, include_top, pooling, classes, classifier_activation)
-    model = keras.Model(inputs, x, name=name or model_name.lower())
-    return _builder.load_weights(model, model_name, weights, include_top)
+        x = stack(x, width, count, 1 if stage == 0 else 2, bottleneck, cfg, stage + 2 in cfg["bottleneck_stages"],
+                  f"conv{stage + 2}")
+    return _builder.classifier(x, include_top, pooling, classes, classifier_activation)
 
 
-EffResNet18 = _builder.make_factory(EffResNet, "resnet18", "EffResNet18", "ResNet18")
-EffResNet34 = _builder.make_factory(EffResNet, "resnet34", "EffResNet34", "ResNet34")
-EffResNet50 = _builder.make_factory(EffResNet, "resnet50", "EffResNet50", "ResNet50")
-EffResNet101 = _builder.make_factory(EffResNet, "resnet101", "EffResNet101", "ResNet101")
-EffResNet152 = _builder.make_factory(EffResNet, "resnet152", "EffResNet152", "ResNet152")
+def _levels(depth, config=None):
+    """C2..C5: the last block output of stages conv2..conv5 (strides 4, 8, 16, 32)."""
+    return {f"C{stage}": f"conv{stage}_block{count}_out" for stage, count in zip((2, 3, 4, 5), DEPTHS[depth][0])}
+
+
+_TWINS = {"resnet50": "ResNet50", "resnet101": "ResNet101", "resnet152": "ResNet152"}
+EffResNet18, EffResNet34, EffResNet50, EffResNet101, EffResNet152 = (
+    _builder.make_factory(
+        "Eff" + depth.replace("resnet", "ResNet"), _body, depth=depth, twin=_TWINS.get(depth), feature_levels=_levels,
+        doc=f"Instantiates Eff{depth.replace('resnet', 'ResNet')} (see `keras_effconv.applications.resnet`).",
+    )
+    for depth in DEPTHS
+)

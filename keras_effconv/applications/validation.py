@@ -4,9 +4,7 @@ import warnings
 
 import keras
 
-from keras_effconv.applications.weights import _PRESETS
-from keras_effconv.applications.weights import DEFAULT_PRESET_CLASSES
-from keras_effconv.applications.weights import _classify_weights
+from keras_effconv.applications.weights import weights_source
 
 
 def validate_classifier_activation(classifier_activation, weights):
@@ -115,8 +113,7 @@ def validate_application_args(
 ):
     """The argument checks of a `keras.applications` factory; returns the input shape to build.
 
-    - `weights`: `None`, a preset registered for `model_name` (with the `include_top` variant),
-      an existing path, or an http(s):// / file:// URL (`"imagenet"` without a preset: ValueError
+    - `weights`: anything `weights.py` accepts (`"imagenet"` without a preset: ValueError
       with guidance).
     - preset + `include_top`: `classes` must equal the preset's classes (1000 for ImageNet).
     - `include_top` + any weights: `classifier_activation` must be `None` or `"softmax"`.
@@ -133,29 +130,34 @@ def validate_application_args(
     Returns:
         The input shape tuple (may contain None).
     """
+    return validate_source_args(
+        model_name, weights_source(model_name, weights, include_top), include_top, classes, input_shape,
+        default_size=default_size, min_size=min_size, classifier_activation=classifier_activation,
+        require_flatten=require_flatten, data_format=data_format,
+    )
+
+
+def validate_source_args(model_name, source, include_top, classes=1000, input_shape=None, default_size=224,
+                         min_size=32, classifier_activation="softmax", require_flatten=None, data_format=None):
+    """`validate_application_args` for an already classified `weights.WeightsSource`."""
     if require_flatten is None:
         require_flatten = include_top
     if data_format is None:
         data_format = keras.config.image_data_format()
-    kind, value = _classify_weights(model_name, weights, include_top)
-    config = _PRESETS[model_name][value]["config"] if kind == "preset" else {}
-
-    if kind == "preset" and include_top:
-        expected = config.get("classes", DEFAULT_PRESET_CLASSES)
-        if classes != expected:
-            raise ValueError(
-                f"If using `weights={value!r}` with `include_top=True`, `classes` should be "
-                f"{expected}.  Received classes={classes}"
-            )
+    if source.pretrained and include_top and classes != source.classes:
+        raise ValueError(
+            f"If using `weights={source.weights!r}` with `include_top=True`, `classes` should be "
+            f"{source.classes}.  Received classes={classes}"
+        )
     if include_top:
-        validate_classifier_activation(classifier_activation, None if kind == "none" else weights)
+        validate_classifier_activation(classifier_activation, source.weights)
 
     return obtain_input_shape(
         input_shape,
-        default_size=config.get("default_size", default_size),
+        default_size=source.default_size or default_size,
         min_size=min_size,
         data_format=data_format,
         require_flatten=require_flatten,
-        pretrained=kind == "preset",
-        weights_name=value if kind == "preset" else None,
+        pretrained=source.pretrained,
+        weights_name=source.name,
     )

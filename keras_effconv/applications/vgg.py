@@ -24,40 +24,42 @@ WIDTHS = (64, 128, 256, 512, 512)
 DEFAULT_CONFIG = {"groups": 4, "fc_units": 1024}
 
 
-def _conv(x, width, first_in_block, config, name):
-    if x.shape[-1] == 3:  # block1_conv1: too few channels for a bottleneck
+def _conv(x, width, projection, config, name):
+    """One 3x3 conv of the given `projection`: "sic" (block1_conv1: too few input channels for a
+    bottleneck), "dense" (first conv of a block, mixes all channels) or "grouped"."""
+    if projection == "sic":
         return SIConv2D(width, 3, depth=1, name=name)(x)
-    topology = None if first_in_block else {"blocks": config["groups"], "band": 1}
+    topology = None if projection == "dense" else {"blocks": config["groups"], "band": 1}
     x = SpatialBottleneck(width, factor=2, topology=topology, name=name)(x)
     x = keras.layers.BatchNormalization(epsilon=1.001e-5, name=name + "_bn")(x)
     return keras.layers.Activation("relu", name=name + "_relu")(x)
 
 
-def EffVGG(
-    depth_name, include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-    classes=1000, classifier_activation="softmax", name=None, config=None,
-):
-    """The one builder behind EffVGG16 and EffVGG19 (see module docstring)."""
-    model_name = "Eff" + depth_name.upper()
+def _projection(block, conv):
+    if (block, conv) == (1, 1):
+        return "sic"
+    return "dense" if conv == 1 else "grouped"
+
+
+def _body(x, *, include_top, pooling, classes, classifier_activation, depth, config=None):
+    """Five blocks of 3x3 convs + max pooling, then the intra-channel classifier (module docstring)."""
     cfg = dict(DEFAULT_CONFIG, **(config or {}))
-    image, inputs = _builder.make_input(model_name, weights, include_top, input_tensor, input_shape, classes,
-                                        pooling, classifier_activation)
-    x = image
-    for block, (width, count) in enumerate(zip(WIDTHS, CONVS[depth_name]), start=1):
+    for block, (width, count) in enumerate(zip(WIDTHS, CONVS[depth]), start=1):
         for i in range(1, count + 1):
-            x = _conv(x, width, i == 1, cfg, f"block{block}_conv{i}")
+            x = _conv(x, width, _projection(block, i), cfg, f"block{block}_conv{i}")
         x = keras.layers.MaxPooling2D(2, strides=2, name=f"block{block}_pool")(x)
-    if include_top:
-        x = IntraChannelConv2D((x.shape[1], x.shape[2]), padding="valid", name="fc1_dw")(x)
-        x = keras.layers.Flatten(name="flatten")(x)
-        x = keras.layers.Dense(cfg["fc_units"], activation="relu", name="fc1")(x)
-        x = keras.layers.Dense(cfg["fc_units"], activation="relu", name="fc2")(x)
-        x = keras.layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
-    else:
-        x = _builder.classifier(x, False, pooling, classes, classifier_activation)
-    model = keras.Model(inputs, x, name=name or model_name.lower())
-    return _builder.load_weights(model, model_name, weights, include_top)
+    if not include_top:
+        return _builder.classifier(x, False, pooling, classes, classifier_activation)
+    x = IntraChannelConv2D((x.shape[1], x.shape[2]), padding="valid", name="fc1_dw")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(cfg["fc_units"], activation="relu", name="fc1")(x)
+    x = keras.layers.Dense(cfg["fc_units"], activation="relu", name="fc2")(x)
+    return keras.layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
 
 
-EffVGG16 = _builder.make_factory(EffVGG, "vgg16", "EffVGG16", "VGG16")
-EffVGG19 = _builder.make_factory(EffVGG, "vgg19", "EffVGG19", "VGG19")
+LEVELS = {f"C{stage}": f"block{stage}_pool" for stage in (2, 3, 4, 5)}  # strides 4, 8, 16, 32
+EffVGG16, EffVGG19 = (
+    _builder.make_factory(f"Eff{depth.upper()}", _body, depth=depth, twin=depth.upper(), feature_levels=LEVELS,
+                          doc=f"Instantiates Eff{depth.upper()} (see `keras_effconv.applications.vgg`).")
+    for depth in CONVS
+)

@@ -1,40 +1,29 @@
-"""Pretrained-weights presets, weights loading and the argument checks shared by the factories.
+"""The `weights=` argument of every factory: what it may be, where it comes from, loading it.
 
-The model factories (`EffResNet50(..., weights=...)` etc.) accept, like `keras.applications`:
-
+`weights` may be, like `keras.applications` plus keras-hub presets:
 - `None`: random initialization;
-- a preset name registered for the model with `register_preset` (e.g. `"imagenet"`);
+- a preset name: a built-in preset shipped in the package (`presets.builtin_presets`, listed by
+  `effconv presets`), or one registered with `register_preset` (a weights file at a URL + hash);
+- a preset directory written by `save_preset` (config.json, model.weights.h5, metadata.json);
 - the path to a local weights file (`.weights.h5`, `.keras` or legacy `.h5`);
 - an `http://`, `https://` or `file://` URL, downloaded once with `keras.utils.get_file` into
-  `$KERAS_HOME/keras_effconv/` (default `~/.keras/keras_effconv/`).
+  `$KERAS_HOME/keras_effconv/` (default `~/.keras/keras_effconv/`), hash-checked (`download.py`).
 
-No ImageNet weights are published yet, so the built-in registry is empty and `weights="imagenet"`
-raises a `ValueError` that explains how to get weights (train with `effconv train`, then pass a
-path/URL or `register_preset(...)`).
-
-Call sequence in a factory (see `EffResNet50`):
-
-```python
-input_shape = validate_application_args(
-    "EffResNet50", weights, include_top, classes, input_shape,
-    default_size=224, min_size=32,
-    classifier_activation=classifier_activation, require_flatten=include_top,
-)
-...  # build `model` with `input_shape`
-load_application_weights(model, "EffResNet50", weights, include_top)
-```
+No ImageNet weights are published, so `weights="imagenet"` raises a `ValueError` that lists the
+presets that are available for the model. `weights_source(model_name, weights, include_top)` is what
+the factories call (`_builder.build`): it classifies and checks `weights` before the model is built.
 """
 
 import copy
-import hashlib
 import os
-import shutil
-import tempfile
 import urllib.parse
 
-import keras
+from keras_effconv.applications import download as download_lib
+from keras_effconv.applications import presets as presets_lib
+from keras_effconv.applications.download import CACHE_SUBDIR  # noqa: F401 - part of this module's API
+from keras_effconv.applications.download import cache_dir_for  # noqa: F401
+from keras_effconv.applications.download import download
 
-CACHE_SUBDIR = "keras_effconv"
 URL_SCHEMES = ("http", "https", "file")
 DEFAULT_PRESET_CLASSES = 1000
 
@@ -45,25 +34,6 @@ _PRESETS = {}
 # ----------------------------------------------------------------------------------------------
 # Registry
 # ----------------------------------------------------------------------------------------------
-
-
-def _check_hash(file_hash, name="file_hash"):
-    if not isinstance(file_hash, str) or len(file_hash) not in (32, 64):
-        raise ValueError(
-            f"`{name}` must be a sha256 (64 hex digits) or md5 (32 hex digits) string; "
-            f"received {name}={file_hash!r}"
-        )
-    try:
-        int(file_hash, 16)
-    except ValueError:
-        raise ValueError(
-            f"`{name}` must be a hexadecimal sha256 or md5 digest; received {name}={file_hash!r}"
-        ) from None
-    return file_hash.lower()
-
-
-def _hash_algorithm(file_hash):
-    return "sha256" if len(file_hash) == 64 else "md5"
 
 
 def _url_scheme(value):
@@ -106,7 +76,7 @@ def register_preset(model_name, preset_name, url, file_hash, include_top, config
         raise ValueError(
             f"`url` must be an http://, https:// or file:// URL; received url={url!r}"
         )
-    file_hash = _check_hash(file_hash)
+    file_hash = download_lib.check_hash(file_hash)
     if not isinstance(include_top, bool):
         raise ValueError(
             f"`include_top` must be True or False; received include_top={include_top!r}"
@@ -176,27 +146,38 @@ def _preset(model_name, name):
 # ----------------------------------------------------------------------------------------------
 
 
+def available_presets(model_name):
+    """Every preset name `weights=` accepts for `model_name`: built-in and registered, sorted."""
+    return sorted(set(presets_lib.builtin_presets(model_name)) | set(list_presets(model_name)))
+
+
+def _available_text(model_name):
+    available = available_presets(model_name)
+    return ", ".join(repr(n) for n in available) if available else "none"
+
+
 def _no_imagenet_message(model_name):
     stem = model_name.lower()
-    available = list_presets(model_name)
-    others = f" Registered presets for {model_name}: {available}." if available else ""
     return (
         f"No pretrained ImageNet weights are published yet for {model_name}, so "
-        f"`weights='imagenet'` is not available.{others} To get weights, train the model, e.g. "
-        f"`effconv train --model {model_name} ...` (or convert weights trained elsewhere) and "
-        f"save them with `model.save_weights('{stem}.weights.h5')`; then either pass "
-        f"`weights='/path/to/{stem}.weights.h5'` (or an http(s):// or file:// URL), or register "
-        "a preset with `keras_effconv.applications.weights.register_preset("
-        f"'{model_name}', 'imagenet', url, file_hash, include_top=...)` and pass "
-        "`weights='imagenet'`. Use `weights=None` for random initialization."
+        f"`weights='imagenet'` is not available. Presets available for {model_name}: "
+        f"{_available_text(model_name)} (`effconv presets` lists them all). To get weights, train "
+        f"the model, e.g. `effconv train --model {model_name} ... --save-preset DIR`, and pass "
+        f"`weights=DIR`, or a `model.save_weights('{stem}.weights.h5')` file "
+        f"(`weights='/path/to/{stem}.weights.h5'`, or an http(s):// or file:// URL), or register "
+        "a URL preset with `keras_effconv.applications.weights.register_preset("
+        f"'{model_name}', 'imagenet', url, file_hash, include_top=...)`. Use `weights=None` for "
+        "random initialization."
     )
 
 
 def _classify_weights(model_name, weights, include_top=None):
-    """-> (kind, value) with kind in {"none", "preset", "url", "path"}; ValueError if invalid.
+    """-> (kind, value) with kind in {"none", "preset", "preset_dir", "url", "path"}; ValueError if invalid.
 
-    Presets win over paths (a file called "imagenet" in the working directory is not picked up
-    when an "imagenet" preset exists). When `include_top` is given, a preset must have that variant.
+    Order: a preset registered with `register_preset`, a built-in preset, then URLs and paths (a
+    file called "imagenet" in the working directory is not picked up when an "imagenet" preset
+    exists). "preset_dir" values are directories (built-in or given). When `include_top` is given,
+    a registered preset must have that variant.
     """
     if weights is None:
         return "none", None
@@ -205,7 +186,7 @@ def _classify_weights(model_name, weights, include_top=None):
     if not isinstance(weights, str):
         raise ValueError(
             "The `weights` argument should be either `None` (random initialization), a preset "
-            "name, the path to a weights file, or an http(s):// or file:// URL. "
+            "name, a preset directory, the path to a weights file, or an http(s):// or file:// URL. "
             f"Received: weights={weights!r}"
         )
     preset = _preset(model_name, weights)
@@ -219,6 +200,9 @@ def _classify_weights(model_name, weights, include_top=None):
                 f"missing variant with `register_preset(..., include_top={bool(include_top)})`."
             )
         return "preset", weights
+    builtin = presets_lib.builtin_presets(model_name).get(weights)
+    if builtin is not None:
+        return "preset_dir", builtin
     if weights == "imagenet":
         raise ValueError(_no_imagenet_message(model_name))
     scheme = _url_scheme(weights)
@@ -229,129 +213,62 @@ def _classify_weights(model_name, weights, include_top=None):
                 f"received weights={weights!r}"
             )
         return "url", weights
-    path = os.path.expanduser(weights)
-    if os.path.exists(path):
-        return "path", os.path.abspath(path)
-    available = list_presets(model_name)
+    path = os.path.abspath(os.path.expanduser(weights))
+    if presets_lib.is_preset_dir(path):
+        return "preset_dir", path
+    if os.path.isfile(path):
+        return "path", path
+    if os.path.isdir(path):
+        raise ValueError(
+            f"weights={weights!r} is a directory but not a preset (no {presets_lib.CONFIG_FILE}); "
+            "pass a preset directory written by `save_preset` or a weights file"
+        )
     raise ValueError(
         "The `weights` argument should be either `None` (random initialization), a preset name "
-        f"registered for {model_name} (available: {available or 'none'}), the path to an "
-        "existing weights file, or an http(s):// or file:// URL. "
+        f"for {model_name} (available: {_available_text(model_name)}), a preset directory, the path "
+        "to an existing weights file, or an http(s):// or file:// URL. "
         f"Received: weights={weights!r}, which is neither a preset nor an existing file."
     )
 
 
-# ----------------------------------------------------------------------------------------------
-# Download
-# ----------------------------------------------------------------------------------------------
+class WeightsSource:
+    """A checked `weights=` argument: what it implies for the build (`classes`, `default_size`,
+    `pretrained`) and `load(model, include_top)`."""
+
+    def __init__(self, model_name, weights, include_top=None):
+        self.model_name = model_name
+        self.weights = weights
+        self.kind, self.value = _classify_weights(model_name, weights, include_top)
+        self.preset = presets_lib.Preset(self.value) if self.kind == "preset_dir" else None
+        config = _PRESETS[model_name][self.value]["config"] if self.kind == "preset" else {}
+        self.classes = config.get("classes", DEFAULT_PRESET_CLASSES) if self.kind == "preset" else None
+        self.default_size = config.get("default_size")
+        self.name = self.value if self.kind == "preset" else None
+        if self.preset is not None:
+            self.preset.check_factory(model_name)
+            if include_top:
+                self.preset.check_top()
+            self.classes = self.preset.classes if self.preset.include_top else None
+            shape = self.preset.input_shape
+            self.default_size = shape[0] if shape and shape[0] is not None and shape[0] == shape[1] else None
+            self.name = self.preset.name
+
+    @property
+    def pretrained(self):
+        return self.kind in ("preset", "preset_dir")
+
+    def load(self, model, include_top, file_hash=None, cache_dir=None):
+        if self.preset is not None:
+            return self.preset.load_into(model, include_top)
+        path = resolve_weights(self.model_name, self.weights, include_top, file_hash=file_hash, cache_dir=cache_dir)
+        if path is not None:
+            load_model_weights(model, path)
+        return model
 
 
-def _cache_root(cache_dir=None):
-    """`cache_dir`, else `$KERAS_HOME` (read now, not at import), else Keras's default."""
-    if cache_dir is None:
-        cache_dir = os.environ.get("KERAS_HOME")
-    if cache_dir is None:
-        try:  # honours KERAS_HOME as it was when Keras was imported, and Keras's own fallbacks
-            from keras.src.backend.config import keras_home
-
-            cache_dir = keras_home()
-        except ImportError:
-            cache_dir = os.path.join(os.path.expanduser("~"), ".keras")
-    cache_dir = os.path.expanduser(os.fspath(cache_dir))
-    try:
-        os.makedirs(cache_dir, exist_ok=True)
-    except OSError:
-        pass
-    if not os.access(cache_dir, os.W_OK):  # same fallback as keras.utils.get_file
-        cache_dir = os.path.join(tempfile.gettempdir(), ".keras")
-    return cache_dir
-
-
-def cache_dir_for(cache_dir=None, cache_subdir=CACHE_SUBDIR):
-    """The directory downloaded weights go to (`$KERAS_HOME/keras_effconv` by default)."""
-    return os.path.join(_cache_root(cache_dir), cache_subdir)
-
-
-def _file_hash(path, algorithm):
-    hasher = hashlib.sha256() if algorithm == "sha256" else hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            hasher.update(chunk)
-    return hasher.hexdigest()
-
-
-def download(origin, fname, file_hash=None, cache_subdir=CACHE_SUBDIR, cache_dir=None):
-    """Fetch `origin` into the cache with `keras.utils.get_file` and return the local path.
-
-    A cached file is reused when it matches `file_hash` (or, without a hash, when it exists). The
-    download goes to a private staging directory next to the cache entry and is moved into place
-    with `os.replace` only after `get_file` checked the hash, so an interrupted or corrupt download
-    never appears in the cache (`get_file` itself leaves a file that fails the hash check in place),
-    and concurrent downloads of the same file cannot see each other's partial files.
-
-    Raises:
-        ValueError: the downloaded file does not match `file_hash` (the message gives the expected
-            and the actual digest); nothing is left in the cache.
-        OSError: the URL could not be fetched.
-    """
-    if file_hash is not None:
-        file_hash = _check_hash(file_hash)
-    datadir = os.path.join(_cache_root(cache_dir), cache_subdir)
-    os.makedirs(datadir, exist_ok=True)
-    target = os.path.join(datadir, fname)
-    if os.path.exists(target):
-        if file_hash is None:
-            return target
-        if _file_hash(target, _hash_algorithm(file_hash)) == file_hash:
-            return target
-        os.remove(target)  # stale or corrupt cache entry: never leave it behind
-
-    staging = tempfile.mkdtemp(prefix=f".{fname}.", suffix=".download", dir=datadir)
-    try:
-        staged = os.path.join(staging, fname)
-        try:
-            # An absolute cache_subdir makes get_file write exactly into `staging`.
-            path = keras.utils.get_file(
-                fname, origin, file_hash=file_hash, cache_subdir=staging, cache_dir=datadir
-            )
-        except ValueError:
-            if file_hash is not None and os.path.exists(staged):
-                algorithm = _hash_algorithm(file_hash)
-                actual = _file_hash(staged, algorithm)
-                if actual != file_hash:
-                    raise ValueError(
-                        f"The file downloaded from {origin} does not have the expected "
-                        f"{algorithm} hash: expected {file_hash}, got {actual}. The file is "
-                        f"corrupt or was replaced; it was not kept in the cache ({datadir})."
-                    ) from None
-            raise
-        except Exception as e:  # get_file raises a bare Exception on URL errors
-            raise OSError(f"Could not download {origin}: {e}") from e
-        os.replace(path, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
-
-
-_KNOWN_SUFFIXES = (".weights.h5", ".weights.json", ".keras", ".h5")
-
-
-def _url_basename(url):
-    name = os.path.basename(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
-    if not name:
-        raise ValueError(f"Cannot get a file name from the weights URL {url!r}")
-    return name
-
-
-def _preset_fname(model_name, preset_name, include_top, url):
-    base = _url_basename(url)
-    suffix = next((s for s in _KNOWN_SUFFIXES if base.endswith(s)), "_" + base)
-    return f"{model_name}_{preset_name}_{'top' if include_top else 'notop'}{suffix}"
-
-
-def _url_fname(url):
-    # Prefix with a digest of the URL so different URLs with the same basename do not collide.
-    return hashlib.sha256(url.encode("utf-8")).hexdigest()[:12] + "_" + _url_basename(url)
+def weights_source(model_name, weights, include_top=None):
+    """Classify and check a factory's `weights` argument; returns a `WeightsSource`."""
+    return WeightsSource(model_name, weights, include_top)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -384,18 +301,20 @@ def resolve_weights(model_name, weights, include_top, file_hash=None, cache_dir=
         return None
     if kind == "path":
         return value
+    if kind == "preset_dir":
+        return os.path.join(value, presets_lib.WEIGHTS_FILE)
     if kind == "preset":
         variant = _PRESETS[model_name][value]["variants"][bool(include_top)]
-        fname = _preset_fname(model_name, value, bool(include_top), variant["url"])
+        fname = download_lib.preset_fname(model_name, value, bool(include_top), variant["url"])
         return download(variant["url"], fname, file_hash=variant["file_hash"], cache_dir=cache_dir)
-    return download(value, _url_fname(value), file_hash=file_hash, cache_dir=cache_dir)
+    return download(value, download_lib.url_fname(value), file_hash=file_hash, cache_dir=cache_dir)
 
 
 def load_model_weights(model, path):
     """`model.load_weights(path)`, with a `ValueError` naming the file when it does not fit.
 
-    Keras matches weights by layer name and shape: a file with fewer layers, other layer names or
-    other shapes is rejected. Extra layers in the file are ignored by Keras (so a top file loads
+    Keras 3 matches weights by layer order, type and shape: a file with fewer layers, other layer
+    types or other shapes is rejected. Extra layers in the file are ignored by Keras (so a top file loads
     into an `include_top=False` model).
     """
     path = os.fspath(path)
@@ -416,10 +335,5 @@ def load_model_weights(model, path):
 def load_application_weights(
     model, model_name, weights, include_top, file_hash=None, cache_dir=None
 ):
-    """`resolve_weights` + `load_model_weights`; a no-op for `weights=None`. Returns the model."""
-    path = resolve_weights(
-        model_name, weights, include_top, file_hash=file_hash, cache_dir=cache_dir
-    )
-    if path is not None:
-        load_model_weights(model, path)
-    return model
+    """Load `weights` (anything `weights=` accepts) into `model`; a no-op for None. Returns the model."""
+    return weights_source(model_name, weights, include_top).load(model, include_top, file_hash, cache_dir)

@@ -15,6 +15,7 @@ COMMANDS = (
     ("export", "keras_effconv.cli.export"),
     ("summary", "keras_effconv.cli.summary"),
     ("bench", "keras_effconv.cli.bench"),
+    ("presets", "keras_effconv.cli.presets"),
 )
 VERBOSE_HELP = "show TensorFlow's own log lines and warnings (hidden by default)"
 

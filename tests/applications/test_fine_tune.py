@@ -7,7 +7,7 @@ import numpy as np
 
 from keras_effconv import data as data_lib
 
-RECIPE = pathlib.Path(__file__).resolve().parents[2] / "applications" / "fine_tune.py"
+RECIPE = pathlib.Path(__file__).resolve().parents[2] / "recipes" / "fine_tune.py"
 
 
 def _recipe():

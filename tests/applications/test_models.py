@@ -1,4 +1,5 @@
-"""EffResNet / EffVGG / CIFAR factories: keras.applications API, budgets, export and training."""
+"""Every registered model: the factory contract (signature, input contract, round trip, export, jit),
+parametrized over the registry so a new model cannot skip it; plus the Eff families' budgets."""
 
 import inspect
 
@@ -10,20 +11,79 @@ from keras_effconv import applications
 from keras_effconv.analysis import count_macs
 from tests import helpers
 
-IMAGENET = ["EffResNet18", "EffResNet34", "EffResNet50", "EffResNet101", "EffResNet152", "EffVGG16", "EffVGG19"]
-CIFAR = ["ResNet20", "ResNet32", "ResNet56", "EffResNet20", "EffResNet32", "EffResNet56"]
-# Export, round trip and a jit training step in the default run; the rest are marked slow.
-FULL_CHECKS = ["EffResNet20"]  # EffResNet50/101, EffVGG16 (~40-140 s each) run with -m slow
+MODELS = applications.available_models()
+# One model per family runs each contract check in the default suite (32x32 inputs); every other
+# registered model runs the same checks under -m slow, so none can skip them.
+FAMILIES = ["EffResNet18", "EffVGG16", "EffResNet20", "ResNet20", "ChannelNetV1", "DemoCNN", "MobileNetV2"]
+FAST = ["EffResNet20", "DemoCNN"]  # + round trip, export, jit (XLA compiles dominate: the rest are slow)
 
 
-def _factory(name):
-    return getattr(applications, name)
+def _split(fast):
+    return [*fast, *(pytest.param(n, marks=pytest.mark.slow) for n in MODELS if n not in fast)]
 
 
-@pytest.mark.parametrize("name", IMAGENET + CIFAR)
-def test_signature_matches_keras_resnet50(name):
-    expected = list(inspect.signature(keras.applications.ResNet50).parameters)
-    assert list(inspect.signature(_factory(name)).parameters) == expected
+def pixels(shape, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, shape).astype("float32")
+
+
+def _small(name, **kwargs):
+    return applications.get_model(name, input_shape=(32, 32, 3), classes=3, **kwargs)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_signature_is_keras_applications_plus_include_preprocessing(name):
+    expected = list(inspect.signature(keras.applications.ResNet50).parameters) + ["include_preprocessing"]
+    factory = getattr(applications, name, None) or applications.registry._FACTORIES[name]
+    assert list(inspect.signature(factory).parameters) == expected
+
+
+@pytest.mark.parametrize("name", _split(FAMILIES + ["EfficientNetB0"]))
+def test_raw_pixel_contract_matches_explicit_normalisation(name):
+    """Same weights: the default model on raw pixels == include_preprocessing=False on normalize(pixels)."""
+    if name.startswith("EfficientNet"):  # keras' own in-model normalisation: no bare variant
+        with pytest.raises(ValueError, match="include_preprocessing=False"):
+            _small(name, include_preprocessing=False)
+        return
+    raw, bare = _small(name), _small(name, include_preprocessing=False)
+    assert {"rescaling", "normalization"} <= {layer.name for layer in raw.layers}
+    assert not {"rescaling", "normalization"} & {layer.name for layer in bare.layers}
+    bare.set_weights(raw.get_weights())
+    x = pixels((2, 32, 32, 3))
+    expected = bare(applications.normalize(x.copy()))
+    np.testing.assert_allclose(raw(x), expected, atol=2e-5, rtol=1e-4)
+    assert applications.preprocess_input(x) is x  # a documented pass-through
+
+
+@pytest.mark.parametrize("name", _split(FAST))
+def test_contract_roundtrip_export_jit(name, tmp_path):
+    model, x = _small(name), pixels((2, 32, 32, 3))
+    helpers.assert_keras_roundtrip(model, x, tmp_path)
+    ops = helpers.assert_tflite_parity(model, x)
+    assert "FlexRealDiv" not in ops
+    helpers.assert_savedmodel_parity(model, x, tmp_path)
+    y = keras.utils.to_categorical(np.arange(len(x)) % 3, 3)
+    helpers.assert_trains(model, x, y, jit_compile=True, loss="categorical_crossentropy")
+
+
+@pytest.mark.parametrize("name", _split(FAMILIES))
+def test_include_top_pooling_classes_and_spec(name):
+    features = applications.get_model(name, include_top=False, input_shape=(32, 32, 3), pooling="avg")
+    assert len(features.output.shape) == 2
+    model = _small(name, classifier_activation=None)
+    assert model.output.shape == (None, 3)
+    spec = applications._builder.spec(model)
+    assert spec["factory"] == name and spec["config"]["classes"] == 3 and spec["config"]["input_shape"] == [32, 32, 3]
+
+
+def test_twins_are_stored_in_the_registry():
+    assert applications.twin_of("EffResNet50") == "ResNet50"
+    assert applications.twin_of("EffVGG16") == "VGG16"
+    assert applications.twin_of("EffResNet20") == "ResNet20"
+    assert applications.twin_of("ChannelNetV1") == "MobileNet"
+    assert applications.twin_of("ResNet50") is None
+    for name in MODELS:
+        twin = applications.twin_of(name)
+        assert twin is None or twin in MODELS
 
 
 @pytest.mark.parametrize(
@@ -31,33 +91,23 @@ def test_signature_matches_keras_resnet50(name):
     [("EffResNet50", "ResNet50", 0.85e9), ("EffResNet101", "ResNet101", 1.18e9), ("EffVGG16", "VGG16", 15.47e9 / 42)],
 )
 def test_paper_budgets_at_224(name, twin, budget):
-    macs = count_macs(_factory(name)())
+    macs = count_macs(applications.get_model(name))
     assert macs <= budget, f"{name}: {macs / 1e9:.3f} G MACs > {budget / 1e9:.3f} G"
-    assert count_macs(getattr(keras.applications, twin)(weights=None)) / macs >= 4.5
+    assert count_macs(keras.applications.__dict__[twin](weights=None)) / macs >= 4.5
 
 
 def test_cifar_eff_models_cost_a_quarter_of_their_twins():
     for depth in (20, 32, 56):
-        twin = count_macs(_factory(f"ResNet{depth}")())
-        assert twin / count_macs(_factory(f"EffResNet{depth}")()) >= 4
+        twin = count_macs(applications.get_model(f"ResNet{depth}"))
+        assert twin / count_macs(applications.get_model(f"EffResNet{depth}")) >= 4
 
 
 def test_deterministic_layer_names_follow_keras():
     names = {layer.name for layer in applications.EffResNet50(input_shape=(64, 64, 3), include_top=False).layers}
-    assert {"conv1_conv", "pool1_pool", "conv2_block1_1_conv", "conv2_block1_0_conv", "conv3_block4_out",
-            "conv5_block3_out"} <= names
+    assert {"rescaling", "normalization", "conv1_conv", "pool1_pool", "conv2_block1_1_conv", "conv2_block1_0_conv",
+            "conv3_block4_out", "conv5_block3_out"} <= names
     vgg = {layer.name for layer in applications.EffVGG16().layers}
     assert {"block1_conv1", "block3_conv3", "block5_pool", "fc1", "fc2", "predictions"} <= vgg
-
-
-@pytest.mark.parametrize("name", IMAGENET)
-def test_include_top_pooling_and_classes(name):
-    factory = _factory(name)
-    features = factory(include_top=False, input_shape=(32, 32, 3), pooling="avg")
-    assert len(features.output.shape) == 2
-    assert factory(include_top=False, input_shape=(64, 64, 3)).output.shape[1:3] == (2, 2)
-    model = factory(input_shape=(64, 64, 3), classes=7, classifier_activation=None)
-    assert model.output.shape == (None, 7)
 
 
 @pytest.mark.parametrize(
@@ -68,6 +118,7 @@ def test_include_top_pooling_and_classes(name):
         (dict(include_top=False, input_shape=(16, 16, 3)), "input"),
         (dict(include_top=False, pooling="mean"), "pooling"),
         (dict(classes=0), "classes"),
+        (dict(include_preprocessing="yes"), "include_preprocessing='yes'"),
     ],
 )
 def test_invalid_arguments(kwargs, match):
@@ -75,37 +126,37 @@ def test_invalid_arguments(kwargs, match):
         applications.EffResNet50(**kwargs)
 
 
-def test_feature_extractor_gives_c2_to_c5():
-    backbone = applications.EffResNet50(include_top=False, input_shape=(64, 64, 3))
+def test_grouped_convs_refuse_groups_that_do_not_divide():
+    from keras_effconv.applications import resnet
+
+    with pytest.raises(ValueError, match="groups=3"):
+        resnet._grouped(64, 64, 3, name="conv2_block1_1_conv")
+
+
+@pytest.mark.parametrize("name", ["EffResNet18", "EffVGG16", "ChannelNetV1", "MobileNetV2",
+                                  pytest.param("EffResNet50", marks=pytest.mark.slow),
+                                  pytest.param("ResNet50", marks=pytest.mark.slow)])
+def test_feature_extractor_gives_c2_to_c5_from_declared_levels(name):
+    backbone = applications.get_model(name, include_top=False, input_shape=(64, 64, 3))
     shapes = [tuple(o.shape[1:3]) for o in applications.feature_extractor(backbone).outputs]
     assert shapes == [(16, 16), (8, 8), (4, 4), (2, 2)]
-    vgg = applications.feature_extractor(applications.EffVGG16(include_top=False, input_shape=(64, 64, 3)))
-    assert [tuple(o.shape[1:3]) for o in vgg.outputs] == [(16, 16), (8, 8), (4, 4), (2, 2)]
+    c4 = applications.feature_extractor(backbone, levels=("C4",))
+    assert [tuple(o.shape[1:3]) for o in c4.outputs] == [(4, 4)]
 
 
-def _small(name, **kwargs):
-    size = 32
-    return _factory(name)(input_shape=(size, size, 3), classes=5, **kwargs), helpers.random_input((2, size, size, 3))
-
-
-@pytest.mark.parametrize("name", FULL_CHECKS)
-def test_export_roundtrip_and_training(name, tmp_path):
-    model, x = _small(name)
-    helpers.assert_keras_roundtrip(model, x, tmp_path)
-    helpers.assert_tflite_parity(model, x)
-    helpers.assert_savedmodel_parity(model, x, tmp_path)
-    y = keras.utils.to_categorical(np.arange(len(x)) % 5, 5)
-    helpers.assert_trains(model, x, y, jit_compile=True, loss="categorical_crossentropy")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(set(IMAGENET + CIFAR) - set(FULL_CHECKS)))
-def test_export_roundtrip_and_training_slow(name, tmp_path):
-    test_export_roundtrip_and_training(name, tmp_path)
+def test_feature_extractor_errors():
+    with pytest.raises(ValueError, match="EffResNet20 declares no feature levels"):
+        applications.feature_extractor(applications.EffResNet20(include_top=False))
+    inputs = keras.Input((32, 32, 3))
+    plain = keras.Model(inputs, keras.layers.Conv2D(2, 3)(inputs))
+    with pytest.raises(ValueError, match="not built by a keras_effconv factory"):
+        applications.feature_extractor(plain)
+    with pytest.raises(ValueError, match="levels="):
+        applications.feature_extractor(applications.DemoCNN(include_top=False), levels=("C6",))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["EffResNet50", "EffVGG16"])
 def test_full_size_tflite_parity(name):
-    model = _factory(name)()
-    helpers.assert_tflite_parity(model, helpers.random_input((1, 224, 224, 3)), atol=2e-4)
+    model = applications.get_model(name)
+    helpers.assert_tflite_parity(model, pixels((1, 224, 224, 3)), atol=2e-4)
