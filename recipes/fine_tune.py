@@ -17,13 +17,12 @@ from keras_effconv import data as data_lib
 
 
 def build(model_name, weights, image_size, num_classes, dropout=0.2):
-    """Input -> preprocess_input -> backbone(training=False) -> pooling -> dropout -> dense head."""
+    """Raw pixels -> backbone (normalises inside, pooled) -> dropout -> dense head."""
     backbone = applications.get_model(
         model_name, include_top=False, weights=weights, input_shape=(*image_size, 3), pooling="avg"
     )
     inputs = keras.Input((*image_size, 3))
-    x = keras.layers.Lambda(applications.preprocess_input, name="preprocess")(inputs)
-    x = backbone(x)
+    x = backbone(inputs)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="head")(x)
     return keras.Model(inputs, outputs, name=f"{model_name.lower()}_finetuned"), backbone

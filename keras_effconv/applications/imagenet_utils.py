@@ -4,8 +4,8 @@
 `DemoCNN(...)`, the keras twins built by `get_model`) takes `include_preprocessing=True` by default:
 the model accepts RGB pixels in [0, 255] and normalises them inside, with two layers at the start
 (`rescaling`: x / 255, `normalization`: ImageNet "torch" mean `(0.485, 0.456, 0.406)` and std
-`(0.229, 0.224, 0.225)`), as keras' EfficientNetV2 and ConvNeXt do. The TFLite converter keeps them
-as builtin MUL/ADD ops, so exported models take raw pixels too. So `preprocess_input` is a
+`(0.229, 0.224, 0.225)`), as keras' EfficientNetV2 and ConvNeXt do. The TFLite converter folds them into one builtin SUB
+and one MUL, so exported models take raw pixels too. So `preprocess_input` is a
 pass-through, kept for keras.applications-style code. With `include_preprocessing=False` the model
 has no such layers: feed it `normalize(images)` (the old explicit "torch" normalisation).
 

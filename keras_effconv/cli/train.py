@@ -18,7 +18,7 @@ DESCRIPTION = """Train MODEL on DATA. Writes to --output:
   backup/                  BackupAndRestore state while the run is unfinished
   run.json                 configuration, class names, input shape and final metrics
 Run the same command again after an interruption (Ctrl-C, kill, crash) to resume at the first
-unfinished epoch. Models take raw RGB pixels in [0, 255] (a rescaling layer is part of the model).
+unfinished epoch. Models take raw RGB pixels in [0, 255] and normalise them inside (include_preprocessing=True).
 Without --data, trains on a generated synthetic shapes dataset (offline).
 
 examples:
@@ -34,6 +34,9 @@ def add_arguments(parser):
     parser.add_argument("--model", default="DemoCNN", help="model name (default: %(default)s); see `effconv summary --list`")
     parser.add_argument("--output", default="effconv-run", metavar="DIR", help="output folder (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --output")
+    parser.add_argument("--save-preset", metavar="DIR",
+                        help="at the end, write the best checkpoint as a preset directory (config.json, "
+                        "model.weights.h5, metadata.json); load it with MODEL(weights=DIR)")
     data = add_data_arguments(parser, required=False, default="synthetic")
     data.add_argument("--split", default="train", help="TFDS split to train on (default: %(default)s)")
     data.add_argument("--val-split", type=fraction_arg, default=0.1, metavar="F",
@@ -137,8 +140,58 @@ def setup_devices(count):
         raise ValueError(f"--virtual-devices must be set before TensorFlow starts: {error}") from None
 
 
+def command_line(args):
+    """The `effconv train ...` command that reproduces `args` (every option that differs from its default)."""
+    import argparse
+    import shlex
+
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    words = ["effconv", "train"]
+    for action in parser._actions:
+        value = getattr(args, action.dest, None)
+        if not action.option_strings or action.dest == "save_preset" or value == action.default:
+            continue
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            words.append(action.option_strings[0])
+        else:
+            text = ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+            words += [action.option_strings[0], text]
+    return shlex.join(words)
+
+
+def save_preset(args, config, result):
+    """Write the best checkpoint of `result` as a preset at --save-preset, with its measured accuracy."""
+    import json
+    import os
+
+    from keras_effconv import applications
+
+    with open(os.path.join(result.output, "run.json")) as f:
+        best = json.load(f)["best"]
+    measured_on_validation = "val_accuracy" in best
+    if measured_on_validation:
+        where = f"--val-data {config.val_data}" if config.val_data else f"--val-split {config.val_split} of {config.data}"
+        split = f"validation ({result.num_validation} images, {where}), best epoch {best['epoch'] + 1}"
+    else:
+        split = f"training data (no validation split), best epoch {best['epoch'] + 1}"
+    model = applications.get_model(config.model, input_shape=result.input_shape, classes=len(result.class_names))
+    model.load_weights(result.best_path)
+    preset = applications.save_preset(
+        model, args.save_preset, overwrite=True, dataset=config.data,
+        accuracy=best.get("val_accuracy" if measured_on_validation else "accuracy"), accuracy_split=split,
+        training_command=command_line(args), class_names=result.class_names, checkpoint=result.best_path,
+    )
+    print(f"  preset:                   {preset.path}  (load with {config.model}(weights={preset.path!r}))")
+
+
 def run(args, callbacks=()):
     check_output_folder(args.output, "--output")
+    if args.save_preset:
+        from keras_effconv.applications.presets import is_preset_dir
+
+        check_output_folder(args.save_preset, "--save-preset", allow_non_empty=is_preset_dir(args.save_preset),
+                            fix="give a new folder (or an existing preset, which is replaced)")
     setup_devices(args.virtual_devices)
     from keras_effconv import training
 
@@ -156,4 +209,6 @@ def run(args, callbacks=()):
     print(f"  best checkpoint ({best}): {result.best_path}")
     print(f"  last checkpoint:          {result.last_path}")
     print(f"  logs: {result.output}/log.csv, {result.output}/tensorboard")
+    if args.save_preset:
+        save_preset(args, config, result)
     return 0

@@ -27,7 +27,6 @@ class TrainConfig:
     val_data: str = None
     image_size: tuple = None  # (H, W); default: the data's image size
     classes: int = None  # default: the data's number of classes
-    rescale: str = "auto"
     strategy: str = "default"  # default (multiworker when TF_CONFIG is set), mirrored, multiworker
     loop: str = "auto"  # auto (fit; the custom loop for multi-worker), fit, custom
     worker_timeout: float = 600.0  # multi-worker: give up after this many seconds without progress

@@ -128,7 +128,7 @@ def _fit(config, strategy, data, initial_epoch, callbacks, log, backup_dir, chie
 
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
-        model = build_model(config.model, input_shape, data.num_classes, rescale=config.rescale)
+        model = build_model(config.model, input_shape, data.num_classes)
         from_logits = not outputs_are_probabilities(model)
         schedule = make_schedule(lr, total_steps, round(config.warmup_epochs * steps_per_epoch))
         optimizer = make_optimizer(config.optimizer, schedule, config.weight_decay, config.momentum,

@@ -1,4 +1,4 @@
-"""Models for training: the registry's models behind a pixel-rescaling layer, DemoCNN, `.keras` loading."""
+"""Models for training: the registry's factory models (raw RGB in, normalised inside), `.keras` loading."""
 
 import json
 import os
@@ -9,63 +9,31 @@ import numpy as np
 
 from keras_effconv.applications import registry
 
-# Models that normalise pixels themselves (keras.applications.EfficientNet* include a Rescaling).
-_RAW_PIXEL_MODELS = ("EfficientNet",)
-
-
-def demo_cnn(input_shape=(32, 32, 3), classes=10, weights=None, **kwargs):
-    """A small plain CNN (~0.1 M params): the default of `effconv train`, quick to train in tests."""
-    if weights is not None:
-        raise ValueError(f"DemoCNN has no pretrained weights; received weights={weights!r}")
-    inputs = keras.Input(input_shape)
-    x = inputs
-    for i, filters in enumerate((32, 64, 128)):
-        for j in range(2):
-            x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{i}_{j}")(x)
-            x = keras.layers.BatchNormalization(name=f"bn{i}_{j}")(x)
-            x = keras.layers.ReLU(name=f"relu{i}_{j}")(x)
-        if i < 2:
-            x = keras.layers.MaxPooling2D(name=f"pool{i}")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    outputs = keras.layers.Dense(classes, activation="softmax", name="predictions")(x)
-    return keras.Model(inputs, outputs, name="DemoCNN")
-
-
-LOCAL_MODELS = {"DemoCNN": demo_cnn}
 DEMO_MODEL = "EffResNet20"  # what `effconv demo` trains by default
 
 
+def demo_cnn(input_shape=(32, 32, 3), classes=10, **kwargs):
+    """`keras_effconv.applications.DemoCNN`: the default of `effconv train`, quick to train in tests."""
+    from keras_effconv.applications import DemoCNN
+
+    return DemoCNN(input_shape=input_shape, classes=classes, **kwargs)
+
+
 def model_names():
-    """Registered model names plus the models defined here (DemoCNN)."""
-    return sorted(set(registry.available_models()) | set(LOCAL_MODELS))
+    """The registered model names (`keras_effconv.applications.available_models`, DemoCNN included)."""
+    return registry.available_models()
 
 
-def build_model(name, input_shape, num_classes, rescale="auto"):
-    """`get_model(name, weights=None, input_shape=..., classes=...)` behind a pixel-rescaling layer.
+def build_model(name, input_shape, num_classes, weights=None):
+    """`get_model(name, weights=..., input_shape=..., classes=...)`: the factory's model as it is.
 
-    rescale: "auto" (to [-1, 1], except for models that rescale themselves), "symmetric" ([-1, 1]),
-    "unit" ([0, 1]) or "none". The returned model takes float RGB pixels in [0, 255].
+    Nothing wraps it: like every factory model it takes RGB pixels in [0, 255] and normalises them
+    inside (`include_preprocessing=True`), so a checkpoint loads into the bare factory and into presets.
     """
-    input_shape = tuple(int(v) for v in input_shape)
-    kwargs = dict(weights=None, input_shape=input_shape, classes=int(num_classes))
-    if name in LOCAL_MODELS and name not in registry.available_models():
-        base = LOCAL_MODELS[name](**kwargs)
-    elif name in registry.available_models():
-        base = registry.get_model(name, **kwargs)
-    else:
+    if name not in registry.available_models():
         raise ValueError(f"Unknown model name={name!r}; available: {', '.join(model_names())}")
-    if rescale == "auto":
-        rescale = "none" if name.startswith(_RAW_PIXEL_MODELS) else "symmetric"
-    inputs = keras.Input(input_shape, name="pixels")
-    if rescale == "symmetric":
-        x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(inputs)
-    elif rescale == "unit":
-        x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
-    elif rescale == "none":
-        x = inputs
-    else:
-        raise ValueError(f"`rescale` must be auto, symmetric, unit or none; received rescale={rescale!r}")
-    return keras.Model(inputs, base(x), name=name)
+    return registry.get_model(name, weights=weights, input_shape=tuple(int(v) for v in input_shape),
+                              classes=int(num_classes))
 
 
 def outputs_are_probabilities(model):

@@ -1,4 +1,4 @@
-"""preprocess_input ("torch" mode) and decode_predictions with a class index served on loopback."""
+"""normalize ("torch" mode), the preprocess_input pass-through and decode_predictions with a class index served on loopback."""
 
 import hashlib
 import json
@@ -20,29 +20,30 @@ def _images(shape=(2, 5, 5, 3)):
     return np.random.default_rng(0).uniform(0, 255, shape).astype("float32")
 
 
-def test_preprocess_is_torch_mode():
+def test_normalize_is_torch_mode_and_preprocess_input_passes_through():
     x = _images()
     expected = (x / 255.0 - MEAN) / STD
     assert U.PREPROCESSING_MODE == "torch"
-    np.testing.assert_allclose(U.preprocess_input(x.copy()), expected, rtol=1e-5, atol=1e-5)
+    assert U.preprocess_input(x) is x and U.preprocess_input(x, data_format="channels_first") is x
+    np.testing.assert_allclose(U.normalize(x.copy()), expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(
-        np.array(U.preprocess_input(tf.constant(x))), expected, rtol=1e-5, atol=1e-5
+        np.array(U.normalize(tf.constant(x))), expected, rtol=1e-5, atol=1e-5
     )
     np.testing.assert_allclose(
-        U.preprocess_input(x.copy(), data_format="channels_first").shape, x.shape
+        U.normalize(x.copy(), data_format="channels_first").shape, x.shape
     )
     first = np.transpose(x, (0, 3, 1, 2)).copy()
     np.testing.assert_allclose(
-        U.preprocess_input(first, data_format="channels_first"),
+        U.normalize(first, data_format="channels_first"),
         np.transpose(expected, (0, 3, 1, 2)), rtol=1e-5, atol=1e-5,
     )
     # uint8 input is converted, not wrapped around.
     np.testing.assert_allclose(
-        U.preprocess_input(x.astype("uint8")),
+        U.normalize(x.astype("uint8")),
         (x.astype("uint8").astype("float32") / 255.0 - MEAN) / STD, rtol=1e-5, atol=1e-5,
     )
     with pytest.raises(ValueError, match="data_format"):
-        U.preprocess_input(x, data_format="nhwc")
+        U.normalize(x, data_format="nhwc")
 
 
 @pytest.fixture(scope="module")

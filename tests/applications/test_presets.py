@@ -190,3 +190,28 @@ def test_shipped_presets_are_package_data():
     with open(os.path.join(os.path.dirname(P.PACKAGE_ROOT), "pyproject.toml"), "rb") as f:
         data = tomllib.load(f)["tool"]["setuptools"]["package-data"]["keras_effconv"]
     assert "presets/*/*/*.json" in data and "presets/*/*/*.h5" in data
+
+
+def test_effconv_train_save_preset_loads_into_the_bare_factory(tmp_path, capsys):
+    from keras_effconv import training
+
+    out, preset = tmp_path / "run", tmp_path / "preset"
+    argv = ["train", "--model", "DemoCNN", "--data", "synthetic:32", "--image-size", "16,16", "--epochs", "1",
+            "--steps-per-epoch", "2", "--batch-size", "8", "--warmup-epochs", "0", "--augment", "none", "--quiet",
+            "--output", str(out), "--save-preset", str(preset)]
+    assert cli(argv) == 0
+    assert "preset:" in capsys.readouterr().out
+    meta = P.Preset(preset).metadata
+    best = json.loads((out / "run.json").read_text())["best"]
+    assert meta["accuracy"] == pytest.approx(best["val_accuracy"]) and meta["accuracy_split"].startswith("validation")
+    assert meta["training_command"].startswith("effconv train --model DemoCNN --data synthetic:32 --image-size 16,16")
+    assert meta["dataset"] == "synthetic:32" and meta["class_names"]
+    model = applications.DemoCNN(weights=str(preset))  # classes and input size from the preset
+    checkpoint = training.load_model(str(out / "best.keras"))
+    x = pixels(3)
+    np.testing.assert_allclose(np.asarray(model(x)), np.asarray(checkpoint(x)), atol=1e-6)
+    # An existing folder that is not a preset is never replaced.
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "keep" / "notes.txt").write_text("mine")
+    assert cli(argv[:-1] + [str(tmp_path / "keep"), "--overwrite"]) == 2
+    assert (tmp_path / "keep" / "notes.txt").read_text() == "mine"
