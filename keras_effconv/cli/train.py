@@ -150,7 +150,8 @@ def command_line(args):
     words = ["effconv", "train"]
     for action in parser._actions:
         value = getattr(args, action.dest, None)
-        if not action.option_strings or action.dest == "save_preset" or value == action.default:
+        explicit = action.dest in ("model", "data")  # always named, defaults or not
+        if not action.option_strings or action.dest == "save_preset" or (value == action.default and not explicit):
             continue
         if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
             words.append(action.option_strings[0])

@@ -18,6 +18,7 @@ def _recipe():
     return module
 
 
+@pytest.mark.slow  # EffResNet18 (BN nested in SIC layers): the DemoCNN test below covers the path by default
 def test_fine_tune_freezes_then_unfreezes_with_frozen_batchnorm_stats():
     recipe = _recipe()
     data = data_lib.load("synthetic:64", batch_size=16, image_size=(32, 32), val_split=0.25)
