@@ -36,7 +36,9 @@ def build(args):
     kwargs = dict(weights=None, input_shape=tuple(args.input_shape), classes=args.classes)
     from keras_effconv.applications import registry
 
-    return registry.get_model(args.model, **kwargs)
+    if args.model in registry.available_models():
+        return registry.get_model(args.model, **kwargs)
+    return training.LOCAL_MODELS[args.model](**kwargs)
 
 
 def run(args):

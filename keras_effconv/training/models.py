@@ -19,9 +19,14 @@ def demo_cnn(input_shape=(32, 32, 3), classes=10, **kwargs):
     return DemoCNN(input_shape=input_shape, classes=classes, **kwargs)
 
 
+# Models trained by name without being in the registry (tests add small ones here); everything the
+# package ships, DemoCNN included, is in `keras_effconv.applications`' registry.
+LOCAL_MODELS = {}
+
+
 def model_names():
-    """The registered model names (`keras_effconv.applications.available_models`, DemoCNN included)."""
-    return registry.available_models()
+    """The registered model names (`keras_effconv.applications.available_models`) plus LOCAL_MODELS."""
+    return sorted(set(registry.available_models()) | set(LOCAL_MODELS))
 
 
 def build_model(name, input_shape, num_classes, weights=None):
@@ -30,10 +35,12 @@ def build_model(name, input_shape, num_classes, weights=None):
     Nothing wraps it: like every factory model it takes RGB pixels in [0, 255] and normalises them
     inside (`include_preprocessing=True`), so a checkpoint loads into the bare factory and into presets.
     """
+    kwargs = dict(weights=weights, input_shape=tuple(int(v) for v in input_shape), classes=int(num_classes))
+    if name in LOCAL_MODELS:
+        return LOCAL_MODELS[name](**kwargs)
     if name not in registry.available_models():
         raise ValueError(f"Unknown model name={name!r}; available: {', '.join(model_names())}")
-    return registry.get_model(name, weights=weights, input_shape=tuple(int(v) for v in input_shape),
-                              classes=int(num_classes))
+    return registry.get_model(name, **kwargs)
 
 
 def outputs_are_probabilities(model):
