@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from keras_effconv.applications import imagenet_utils as U
 from keras_effconv.applications import weights as W
-from tests.applications.test_weights import LoopbackServer
+from tests.loopback import LoopbackServer
 
 MEAN = np.array([0.485, 0.456, 0.406], "float32")
 STD = np.array([0.229, 0.224, 0.225], "float32")

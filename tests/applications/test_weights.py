@@ -5,14 +5,8 @@ model, save its top / no-top weights, serve them and load them back through the 
 `keras.utils.get_file` path.
 """
 
-import functools
 import hashlib
-import http.server
 import os
-import pathlib
-import socket
-import threading
-import warnings
 
 import keras
 import numpy as np
@@ -20,73 +14,13 @@ import pytest
 
 from keras_effconv.applications import validation as V
 from keras_effconv.applications import weights as W
+from tests.loopback import LoopbackServer
+from tests.loopback import sha256
 
 MODEL = "TinyEffTest"
 
 
-# ----------------------------------------------------------------------------------------------
-# Loopback server (also used by test_imagenet_utils.py)
-# ----------------------------------------------------------------------------------------------
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    timeout = 10  # bound every connection
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        self.server.requests.append(self.path)
-        super().do_GET()
-
-
-class LoopbackServer:
-    """Serve `root` on 127.0.0.1 (random port) from a thread; use as a context manager."""
-
-    def __init__(self, root):
-        self.root = str(root)
-
-    def __enter__(self):
-        handler = functools.partial(_QuietHandler, directory=self.root)
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.httpd.daemon_threads = True
-        self.httpd.requests = []
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
-        self._old_timeout = socket.getdefaulttimeout()
-        socket.setdefaulttimeout(10)  # urlretrieve (get_file) has no timeout of its own
-        self._old_env = {k: os.environ.get(k) for k in ("no_proxy", "NO_PROXY")}
-        os.environ["no_proxy"] = os.environ["NO_PROXY"] = "127.0.0.1,localhost"
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
-        socket.setdefaulttimeout(self._old_timeout)
-        for k, v in self._old_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-    @property
-    def requests(self):
-        return self.httpd.requests
-
-    def url(self, name):
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
-
-
-def sha256(path):
-    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
-
-
-# ----------------------------------------------------------------------------------------------
 # A tiny factory written the way the real ones are meant to be (validate -> build -> load)
-# ----------------------------------------------------------------------------------------------
 
 
 def tiny_model(
@@ -179,9 +113,7 @@ def _cache_files(keras_home):
 X = np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
 
 
-# ----------------------------------------------------------------------------------------------
 # Registry
-# ----------------------------------------------------------------------------------------------
 
 
 def test_register_list_get_unregister(served):
@@ -226,9 +158,7 @@ def test_register_preset_rejects_bad_arguments(kwargs, match):
         W.register_preset(**args)
 
 
-# ----------------------------------------------------------------------------------------------
 # Presets over HTTP
-# ----------------------------------------------------------------------------------------------
 
 
 def test_preset_top_and_notop_load(served, keras_home):
@@ -322,9 +252,7 @@ def test_missing_preset_variant(served, keras_home):
         tiny_model(include_top=False, weights="imagenet")
 
 
-# ----------------------------------------------------------------------------------------------
 # Paths and raw URLs
-# ----------------------------------------------------------------------------------------------
 
 
 def test_local_path_and_pathlike(served):
@@ -376,9 +304,7 @@ def test_none_weights():
     assert W.resolve_weights(MODEL, None, include_top=True) is None
 
 
-# ----------------------------------------------------------------------------------------------
 # "imagenet" without a preset
-# ----------------------------------------------------------------------------------------------
 
 
 def test_imagenet_without_preset_gives_guidance():
@@ -393,9 +319,7 @@ def test_imagenet_without_preset_gives_guidance():
         assert "effconv train" in msg and "register_preset" in msg and "weights=" in msg
 
 
-# ----------------------------------------------------------------------------------------------
 # Argument validation
-# ----------------------------------------------------------------------------------------------
 
 
 def test_classes_must_match_preset(served, keras_home):
@@ -447,50 +371,7 @@ def test_preset_input_shape_rules(served):
     assert V.validate_application_args(MODEL, "big", True, **args) == (48, 48, 3)
 
 
-_SHAPE_CASES = [
-    # input_shape, default_size, min_size, data_format, require_flatten, pretrained
-    (None, 224, 32, "channels_last", True, False),
-    (None, 224, 32, "channels_last", False, False),
-    (None, 224, 32, "channels_first", False, True),
-    ((224, 224, 3), 224, 32, "channels_last", True, True),
-    ((160, 160, 3), 224, 32, "channels_last", True, True),
-    ((160, 160, 3), 224, 32, "channels_last", False, True),
-    ((160, 160, 1), 224, 32, "channels_last", False, True),
-    ((160, 160, 1), 224, 32, "channels_last", False, False),
-    ((160, 160, 5), 224, 32, "channels_last", True, False),
-    ((3, 160, 160), 224, 32, "channels_first", False, True),
-    ((1, 160, 160), 224, 32, "channels_first", False, True),
-    ((16, 16, 3), 224, 32, "channels_last", False, False),
-    ((3, 16, 16), 224, 32, "channels_first", False, False),
-    ((None, None, 3), 224, 32, "channels_last", False, True),
-    ((None, None, 3), 224, 32, "channels_last", True, False),
-    ((None, 64, 3), 224, 32, "channels_last", False, False),
-    ((64, 3), 224, 32, "channels_last", False, False),
-]
-
-
-@pytest.mark.parametrize("case", _SHAPE_CASES)
-def test_obtain_input_shape_matches_keras(case):
-    keras_utils = pytest.importorskip("keras.src.applications.imagenet_utils")
-    input_shape, default_size, min_size, data_format, require_flatten, pretrained = case
-
-    def run(fn, **kw):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                out = fn(input_shape, default_size, min_size, data_format, require_flatten, **kw)
-            except ValueError as e:
-                out = ("error", str(e))
-        return out, len(caught)
-
-    ours = run(V.obtain_input_shape, pretrained=pretrained)
-    theirs = run(keras_utils.obtain_input_shape, weights="imagenet" if pretrained else None)
-    assert ours == theirs
-
-
-# ----------------------------------------------------------------------------------------------
 # load_model_weights
-# ----------------------------------------------------------------------------------------------
 
 
 def test_load_model_weights_mismatch_names_file(served):
