@@ -23,6 +23,7 @@ from keras_effconv.training.config import TrainResult
 from keras_effconv.training.distributed import LOOPS
 from keras_effconv.training.models import build_model
 from keras_effconv.training.models import compile_for_eval
+from keras_effconv.training.models import load_model
 from keras_effconv.training.models import model_names
 from keras_effconv.training.models import outputs_are_probabilities
 from keras_effconv.training.optim import OPTIMIZERS
@@ -189,7 +190,7 @@ def _fit(config, strategy, data, initial_epoch, callbacks, log, backup_dir, chie
         shutil.copyfile(checkpoint.last_path, checkpoint.best_path)
     best_scores = {}
     if data.validation is not None and config.tta == "flip":
-        best_model = keras.saving.load_model(checkpoint.best_path)
+        best_model = load_model(checkpoint.best_path)
         best_scores["val_accuracy_flip"] = evaluate_flip(best_model, data.validation, files=data.files)
         log(f"Best checkpoint: val_accuracy {checkpoint.best:.4f}, with flip TTA {best_scores['val_accuracy_flip']:.4f}")
     result = TrainResult(

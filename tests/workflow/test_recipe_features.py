@@ -79,3 +79,15 @@ def test_evaluate_flip_averages_an_image_and_its_mirror():
     plain = np.argmax(model.predict(images, verbose=0), -1)
     assert list(plain) == [1, 0]
     assert training.evaluate_flip(model, dataset) == 1.0
+
+
+def test_cli_augment_choices_are_the_pipeline_augmentations():
+    # cli/train.py spells the choices out so that `--help` does not import TensorFlow: keep them in step.
+    import argparse
+
+    from keras_effconv.cli import train as train_cli
+
+    parser = argparse.ArgumentParser()
+    train_cli.add_arguments(parser)
+    action = next(a for a in parser._actions if a.dest == "augment")
+    assert tuple(action.choices) == tuple(data_lib.AUGMENTATIONS)
