@@ -15,6 +15,7 @@ COMMANDS = (
     ("export", "keras_effconv.cli.export"),
     ("summary", "keras_effconv.cli.summary"),
     ("bench", "keras_effconv.cli.bench"),
+    ("profile", "keras_effconv.cli.profile"),
     ("presets", "keras_effconv.cli.presets"),
 )
 VERBOSE_HELP = "show TensorFlow's own log lines and warnings (hidden by default)"
@@ -31,6 +32,7 @@ EPILOG = """examples:
   effconv train --model EffResNet20 --data ../shared/data/cifar10-train --epochs 30 --output runs/eff20
   effconv evaluate runs/eff20/best.keras --data tfds:cifar10:test
   effconv export runs/eff20/best.keras --format tflite --output eff20.tflite
+  effconv profile --model EffResNet20 --mode train --batch 128 --image-size 32
 Run `effconv COMMAND --help` for the options of each command."""
 
 

@@ -12,7 +12,7 @@ from tests.workflow.conftest import make_tfrecords
 TRAIN = ("train", "--model", "DemoCNN", "--epochs", "2", "--batch-size", "8", "--quiet", "--warmup-epochs", "0")
 
 
-@pytest.mark.parametrize("command", ["", "demo", "train", "evaluate", "export", "summary", "bench"])
+@pytest.mark.parametrize("command", ["", "demo", "train", "evaluate", "export", "summary", "bench", "profile"])
 def test_help(cli, command):
     code, out, _ = cli(*([command] if command else []), "--help")
     assert code == 0 and "usage: effconv" in out and "example" in out.lower()
