@@ -13,34 +13,13 @@ Prints the median of >= 10 warm runs (the two paths interleaved run by run) in m
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 import tensorflow as tf
 
+from keras_effconv.benchmark import timing
 from keras_effconv.ops import custom
-
-
-def median_ms_pair(fn_a, args_a, fn_b, args_b, runs, warmup):
-    """Median wall and process-CPU ms of `runs` warm runs of two functions, interleaved run by run
-    so that both see the same machine load (the dev machine is shared). Returns
-    ``(wall_a, wall_b, cpu_a, cpu_b)``; CPU time is less sensitive to other processes (but counts
-    the worker threads' spin-waits)."""
-    for _ in range(warmup):
-        fn_a(*args_a)
-        fn_b(*args_b)
-    wall = ([], [])
-    cpu = ([], [])
-    for _ in range(runs):
-        for i, (fn, args) in enumerate(((fn_a, args_a), (fn_b, args_b))):
-            start, start_cpu = time.perf_counter(), time.process_time()
-            fn(*args)
-            wall[i].append((time.perf_counter() - start) * 1e3)
-            cpu[i].append((time.process_time() - start_cpu) * 1e3)
-    return (statistics.median(wall[0]), statistics.median(wall[1]),
-            statistics.median(cpu[0]), statistics.median(cpu[1]))
 
 
 def bench_fused(batch, size, channels, k, runs, warmup, rng):
@@ -53,7 +32,7 @@ def bench_fused(batch, size, channels, k, runs, warmup, rng):
     composite = tf.function(custom.fused_sic_step_reference)
     fused = tf.function(custom.fused_sic_step)
     np.testing.assert_allclose(fused(*args), composite(*args), atol=2e-4, rtol=2e-4)
-    return median_ms_pair(composite, args, fused, args, runs, warmup)
+    return timing.interleaved_median_ms(composite, args, fused, args, runs, warmup)
 
 
 def bench_topo(batch, size, channels, ratio, runs, warmup, rng):
@@ -66,7 +45,7 @@ def bench_topo(batch, size, channels, ratio, runs, warmup, rng):
     dense = tf.function(lambda x, w: tf.nn.conv2d(x, w, strides=1, padding="VALID"))
     topo = tf.function(custom.topological_projection)
     np.testing.assert_allclose(topo(x, kernel, index), dense(x, dense_kernel), atol=2e-4, rtol=2e-4)
-    return median_ms_pair(dense, (x, dense_kernel), topo, (x, kernel, index), runs, warmup)
+    return timing.interleaved_median_ms(dense, (x, dense_kernel), topo, (x, kernel, index), runs, warmup)
 
 
 def main(argv=None):

@@ -19,6 +19,7 @@ layer changes either, so we keep the parameter-faithful reading.
 import keras
 
 from keras_effconv.applications import _builder
+from keras_effconv.layers import FusedBatchNormalization
 from keras_effconv.layers.channelnets import GroupChannelWiseConv
 from keras_effconv.layers.separable import DepthwiseSeparableBlock
 
@@ -36,14 +37,14 @@ def _group_module(x, name, fuse):
     y = DepthwiseSeparableBlock(channels, groups=_GROUPS, name=f"{name}_dws2")(y)
     if fuse:
         y = GroupChannelWiseConv(_GROUPS, name=f"{name}_gcw")(y)
-        y = keras.layers.BatchNormalization(name=f"{name}_gcw_bn")(y)
+        y = FusedBatchNormalization(name=f"{name}_gcw_bn")(y)
     return keras.layers.Add(name=f"{name}_add")([x, y])
 
 
 def _body(x, *, include_top, pooling, classes, classifier_activation):
     """Stem conv, DWS stem, GM, two GCWMs, DWS head, classifier (see module docstring)."""
     x = keras.layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
-    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = FusedBatchNormalization(name="stem_bn")(x)
     x = keras.layers.ReLU(6.0, name="stem_relu")(x)
     for i, (filters, stride) in enumerate(_STEM):
         x = DepthwiseSeparableBlock(filters, strides=stride, name=f"dws{i + 1}")(x)

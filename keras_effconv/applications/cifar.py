@@ -15,10 +15,14 @@ Measured against the alternatives on CIFAR-10 (45k/5k split, the recipe of recip
 EffResNet20 (each block one two-step SIConv2D with a shortcut per step, widths 16/32/64, 6.4 M MACs,
 39 k params) 66.9 %. Spatial bottlenecks in place of the steps (widths 32-48) were 2.5-3.5x slower
 per training step on CPU than ResNet20 and were not pursued at 32x32.
+
+Both families build their BN as `FusedBatchNormalization` (a fused training step), so a pair is
+compared on the same BN.
 """
 import keras
 
 from keras_effconv.applications import _builder
+from keras_effconv.layers import FusedBatchNormalization
 from keras_effconv.layers import IntraChannelConv2D
 
 WIDTHS = (16, 32, 64)
@@ -26,7 +30,7 @@ EFF_WIDTHS = (16, 40, 96)
 
 
 def _bn_relu(x, name):
-    x = keras.layers.BatchNormalization(name=name + "_bn")(x)
+    x = FusedBatchNormalization(name=name + "_bn")(x)
     return keras.layers.Activation("relu", name=name + "_relu")(x)
 
 
@@ -40,14 +44,14 @@ def _shortcut(x, width, stride, name):
     if stride == 1 and x.shape[-1] == width:
         return x
     x = keras.layers.Conv2D(width, 1, strides=stride, use_bias=False, name=name + "_0_conv")(x)
-    return keras.layers.BatchNormalization(name=name + "_0_bn")(x)
+    return FusedBatchNormalization(name=name + "_0_bn")(x)
 
 
 def basic_block(x, width, stride, name):
     """Two 3x3 convs + identity (or 1x1 strided projection) shortcut."""
     shortcut = _shortcut(x, width, stride, name)
     x = _bn_relu(_conv(width, stride, name + "_1_conv")(x), name + "_1")
-    x = keras.layers.BatchNormalization(name=name + "_2_bn")(_conv(width, 1, name + "_2_conv")(x))
+    x = FusedBatchNormalization(name=name + "_2_bn")(_conv(width, 1, name + "_2_conv")(x))
     x = keras.layers.Add(name=name + "_add")([shortcut, x])
     return keras.layers.Activation("relu", name=name + "_out")(x)
 
@@ -56,7 +60,7 @@ def _sic_step(x, width, stride, name):
     """Intra-channel 3x3 -> dense 1x1 projection -> BN: a SIC step whose shortcut is the block's."""
     x = IntraChannelConv2D(3, strides=stride, name=name + "_dw")(x)
     x = keras.layers.Conv2D(width, 1, use_bias=False, kernel_initializer="he_normal", name=name + "_proj")(x)
-    return keras.layers.BatchNormalization(name=name + "_bn")(x)
+    return FusedBatchNormalization(name=name + "_bn")(x)
 
 
 def eff_block(x, width, stride, name):

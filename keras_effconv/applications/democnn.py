@@ -4,6 +4,7 @@ factory shape and input contract as every other model."""
 import keras
 
 from keras_effconv.applications import _builder
+from keras_effconv.layers import FusedBatchNormalization
 
 
 def _body(x, *, include_top, pooling, classes, classifier_activation):
@@ -11,7 +12,7 @@ def _body(x, *, include_top, pooling, classes, classifier_activation):
     for i, filters in enumerate((32, 64, 128)):
         for j in range(2):
             x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{i}_{j}")(x)
-            x = keras.layers.BatchNormalization(name=f"bn{i}_{j}")(x)
+            x = FusedBatchNormalization(name=f"bn{i}_{j}")(x)
             x = keras.layers.ReLU(name=f"relu{i}_{j}")(x)
         if i < 2:
             x = keras.layers.MaxPooling2D(name=f"pool{i}")(x)

@@ -14,6 +14,7 @@ Budgets at 224x224 are in the README (counted by `keras_effconv.analysis.count_m
 import keras
 
 from keras_effconv.applications import _builder
+from keras_effconv.layers import FusedBatchNormalization
 from keras_effconv.layers import SIConv2D
 from keras_effconv.layers import SpatialBottleneck
 from keras_effconv.layers import TopologicalConv2D
@@ -42,7 +43,7 @@ def _grouped(filters, channels, groups, strides=1, name=None):
 
 
 def _bn(x, name):
-    return keras.layers.BatchNormalization(epsilon=BN_EPSILON, name=name)(x)
+    return FusedBatchNormalization(epsilon=BN_EPSILON, name=name)(x)
 
 
 def _spatial(x, width, stride, config, spatial_bottleneck, name):

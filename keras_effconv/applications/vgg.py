@@ -13,6 +13,7 @@ Same five blocks, conv counts, widths, pooling and layer names (``block3_conv2``
 import keras
 
 from keras_effconv.applications import _builder
+from keras_effconv.layers import FusedBatchNormalization
 from keras_effconv.layers import IntraChannelConv2D
 from keras_effconv.layers import SIConv2D
 from keras_effconv.layers import SpatialBottleneck
@@ -31,7 +32,7 @@ def _conv(x, width, projection, config, name):
         return SIConv2D(width, 3, depth=1, name=name)(x)
     topology = None if projection == "dense" else {"blocks": config["groups"], "band": 1}
     x = SpatialBottleneck(width, factor=2, topology=topology, name=name)(x)
-    x = keras.layers.BatchNormalization(epsilon=1.001e-5, name=name + "_bn")(x)
+    x = FusedBatchNormalization(epsilon=1.001e-5, name=name + "_bn")(x)
     return keras.layers.Activation("relu", name=name + "_relu")(x)
 
 

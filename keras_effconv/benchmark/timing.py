@@ -9,6 +9,7 @@ converted to numpy); clocks are `time.perf_counter`.
 import contextlib
 import dataclasses
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -80,6 +81,26 @@ def measure(fn, runs=10, warmup=2):
         fn()
         samples.append(time.perf_counter() - start)
     return Timing.from_samples(samples, warmup=warmup, first_call_s=first)
+
+
+def interleaved_median_ms(fn_a, args_a, fn_b, args_b, runs, warmup):
+    """Median wall and process-CPU ms of `runs` warm runs of two functions, interleaved run by run
+    so that both see the same machine load (the dev machine is shared). Returns
+    ``(wall_a, wall_b, cpu_a, cpu_b)``; CPU time is less sensitive to other processes (but counts
+    the worker threads' spin-waits). Each call ends with a host sync."""
+    for _ in range(warmup):
+        sync(fn_a(*args_a))
+        sync(fn_b(*args_b))
+    wall = ([], [])
+    cpu = ([], [])
+    for _ in range(runs):
+        for i, (fn, args) in enumerate(((fn_a, args_a), (fn_b, args_b))):
+            start, start_cpu = time.perf_counter(), time.process_time()
+            sync(fn(*args))
+            wall[i].append((time.perf_counter() - start) * 1e3)
+            cpu[i].append((time.process_time() - start_cpu) * 1e3)
+    return (statistics.median(wall[0]), statistics.median(wall[1]),
+            statistics.median(cpu[0]), statistics.median(cpu[1]))
 
 
 def configure_threads(threads=None):

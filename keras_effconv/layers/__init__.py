@@ -3,9 +3,10 @@
 The paper's schemes: IntraChannelConv2D, SIConv2D, TopologicalConv2D, SpatialBottleneck, EffConv2D.
 The field's other efficient convolutions: ChannelNets (channelnets.py), MobileNet blocks
 (separable.py), factorized CP/Tucker/TT (factorized.py), decoupled (decoupled.py) and structured
-(structured.py) convolutions.
+(structured.py) convolutions. FusedBatchNormalization (batch_norm.py): Keras BN with a fused training step.
 """
 
+from keras_effconv.layers.batch_norm import FusedBatchNormalization
 from keras_effconv.layers.bottleneck import SpatialBottleneck
 from keras_effconv.layers.channelnets import ConvClassifier
 from keras_effconv.layers.channelnets import DepthwiseSeparableChannelWiseConv

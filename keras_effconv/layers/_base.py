@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_effconv import implementation as impl
+from keras_effconv.layers.batch_norm import FusedBatchNormalization
 from keras_effconv.ops import padding as pad
 from keras_effconv.ops.topology import Topology
 
@@ -139,7 +140,8 @@ def batchnorm_scale_bias(bn, dtype):
 
 
 def make_batchnorm(name, momentum, epsilon, dtype):
-    return keras.layers.BatchNormalization(momentum=momentum, epsilon=epsilon, name=name, dtype=dtype)
+    """The BN of composite layers: Keras' BatchNormalization with the fused training step."""
+    return FusedBatchNormalization(momentum=momentum, epsilon=epsilon, name=name, dtype=dtype)
 
 
 def scaled_normal_std(fan_in, fan_out, contracted, n_factors):

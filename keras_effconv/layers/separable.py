@@ -13,6 +13,7 @@ from keras_effconv.layers import _base
 from keras_effconv.layers._base import check_groups
 from keras_effconv.layers._base import int_tuple
 from keras_effconv.layers._base import positive_int
+from keras_effconv.layers.batch_norm import FusedBatchNormalization
 from keras_effconv.ops import padding as pad
 
 
@@ -64,7 +65,7 @@ class DepthwiseSeparableBlock(_base.Layer):
             self.kernel_size, strides=self.strides, padding="same", dilation_rate=self.dilation_rate,
             use_bias=False, name="depthwise", dtype=self.dtype_policy,
         )
-        self.depthwise_bn = keras.layers.BatchNormalization(name="depthwise_bn", dtype=self.dtype_policy)
+        self.depthwise_bn = FusedBatchNormalization(name="depthwise_bn", dtype=self.dtype_policy)
         if self.groups == 1:
             self.pointwise = keras.layers.Conv2D(
                 self.filters, 1, use_bias=False, name="pointwise", dtype=self.dtype_policy
@@ -73,7 +74,7 @@ class DepthwiseSeparableBlock(_base.Layer):
             self.pointwise = GroupPointwiseConv(
                 self.filters, self.groups, name="pointwise", dtype=self.dtype_policy
             )
-        self.pointwise_bn = keras.layers.BatchNormalization(name="pointwise_bn", dtype=self.dtype_policy)
+        self.pointwise_bn = FusedBatchNormalization(name="pointwise_bn", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         check_groups(self, input_shape, self.groups)
