@@ -62,3 +62,11 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         self.moving_mean.assign(moving_mean * self.momentum + mean * (1.0 - self.momentum))
         self.moving_variance.assign(moving_variance * self.momentum + variance * (1.0 - self.momentum))
         return keras.ops.cast(y, self.compute_dtype)
+
+
+# Keras 3 `.weights.h5` files key a layer by its snake-cased class `__name__` ("batch_normalization_3"),
+# not by its name. Keeping Keras' `__name__` lets weight files of models built with Keras' BN (the
+# shipped presets, older checkpoints) load into models built with this layer, and the reverse. The
+# class is still registered ("keras_effconv>FusedBatchNormalization"), imported and pickled
+# (`__qualname__`) as FusedBatchNormalization.
+FusedBatchNormalization.__name__ = "BatchNormalization"

@@ -139,6 +139,22 @@ def test_config_round_trip_and_subclass(tmp_path):
     assert [w.path for w in bn.weights] == [w.path for w in layer.weights]
 
 
+def test_weight_files_are_interchangeable_with_keras_batchnorm(tmp_path):
+    """`.weights.h5` keys layers by class name: a Keras-BN model's file loads into the fused one."""
+    def model(bn_class):
+        inputs = keras.Input(SHAPE[1:])
+        y = bn_class(name="b")(keras.layers.Conv2D(8, 1, name="c")(bn_class(name="a")(inputs)))
+        return keras.Model(inputs, y)
+
+    source, target = model(keras.layers.BatchNormalization), model(FusedBatchNormalization)
+    harness.set_random_batchnorm_stats(source)
+    source.save_weights(tmp_path / "model.weights.h5")
+    target.load_weights(tmp_path / "model.weights.h5")
+    x = _input()
+    np.testing.assert_array_equal(target(x), source(x))
+    assert keras.saving.get_registered_name(type(target.get_layer("a"))) == "keras_effconv>FusedBatchNormalization"
+
+
 def test_jit_compiled_training_step_uses_the_fused_path():
     layer = FusedBatchNormalization()
     model = helpers.wrap(layer, SHAPE[1:])
