@@ -40,10 +40,9 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 
     def fusable(self, inputs, mask=None):
         """True when the fused op computes this layer's training step (see the module docstring)."""
-        rank = inputs.shape.rank
         return (
-            mask is None and not self.renorm and not self.synchronized and self.axis in (-1, rank - 1)
-            and bn_ops.fused_supported(inputs, self.epsilon)
+            bn_ops.fused_supported(inputs, self.epsilon) and self.axis in (-1, 3)
+            and mask is None and not self.renorm and not self.synchronized
         )
 
     def call(self, inputs, training=None, mask=None):
