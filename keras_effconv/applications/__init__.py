@@ -1,7 +1,7 @@
 """Model factories in the style of keras.applications, and presets in the keras-hub layout.
 
 ImageNet-size: EffResNet18/34/50/101/152, EffVGG16/19, ChannelNetV1 (and their keras twins via
-`get_model`). CIFAR-size: ResNet20/32/56, EffResNet20/32/56, DemoCNN. `get_model(name, **kwargs)`
+`get_model`). CIFAR-size: ResNet20/32/56, EffResNet20/32/56, MobileNetV2CIFAR, DemoCNN. `get_model(name, **kwargs)`
 builds any of them. Every factory takes raw RGB in [0, 255] (`include_preprocessing=True`) and
 `weights=` as a preset name, a preset directory (`save_preset`), a `.weights.h5` path or a URL.
 """
@@ -19,6 +19,7 @@ from keras_effconv.applications.features import feature_extractor
 from keras_effconv.applications.imagenet_utils import decode_predictions
 from keras_effconv.applications.imagenet_utils import normalize
 from keras_effconv.applications.imagenet_utils import preprocess_input
+from keras_effconv.applications.mobilenet_cifar import MobileNetV2CIFAR
 from keras_effconv.applications.presets import builtin_presets
 from keras_effconv.applications.presets import save_preset
 from keras_effconv.applications.registry import available_models

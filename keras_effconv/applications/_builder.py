@@ -133,4 +133,4 @@ def make_factory(public_name, body, *, twin=None, classes=1000, default_size=224
         preset directory (`save_preset`), a `.weights.h5` path, or an http(s)/file URL.
     classes: default {default_classes}, or the preset's class count when loading a preset with the top.
     """
-    return register_model(public_name, factory, twin=twin)
+    return register_model(public_name, factory, twin=twin, default_size=default_size)

@@ -12,7 +12,8 @@ def feature_extractor(model, levels=LEVELS):
 
     The layers come from the feature levels the factory declared and recorded on `model` (EffResNet:
     ``convK_blockN_out``, EffVGG: ``blockK_pool``, ChannelNetV1, the keras twins); a family without
-    them (CIFAR ResNets, DemoCNN) or a model not built by a factory gives a ValueError. Build the
+    them (CIFAR ResNets, DemoCNN), a level it does not declare (MobileNetV2CIFAR has C2, C3 only) or a
+    model not built by a factory gives a ValueError. Build the
     backbone with ``include_top=False`` and any input size, e.g.
     ``feature_extractor(EffResNet50(include_top=False, input_shape=(512, 512, 3)))``.
     """
@@ -27,5 +28,9 @@ def feature_extractor(model, levels=LEVELS):
     declared = spec["feature_levels"]
     if not declared:
         raise ValueError(f"{spec['factory']} declares no feature levels (C2..C5); received model={model.name!r}")
+    missing = [level for level in levels if level not in declared]
+    if missing:  # a CIFAR-size family stops at a smaller stride (MobileNetV2CIFAR: C2, C3)
+        raise ValueError(f"{spec['factory']} declares the feature levels {', '.join(declared)} only; "
+                         f"received levels={tuple(levels)!r}")
     return keras.Model(model.inputs, [model.get_layer(declared[level]).output for level in levels],
                        name=model.name + "_features")

@@ -1,19 +1,25 @@
-"""Name -> model factory (`get_model`, `effconv train --model NAME`), and each Eff model's keras twin.
+"""Name -> model factory (`get_model`, `effconv train --model NAME`), each Eff model's keras twin,
+and each model's default input size.
 
 The twin relation (the keras.applications model an Eff model is compared with) is stored here only:
-`register_model(name, factory, twin=...)`, read with `twin_of(name)`. Importing
-`keras_effconv.applications` registers every family (the keras twins in `keras_twins.py`).
+`register_model(name, factory, twin=...)`, read with `twin_of(name)`; `effconv bench` pairs models
+from it. Importing `keras_effconv.applications` registers every family (the keras twins in
+`keras_twins.py`).
 """
 
 _FACTORIES = {}
 _TWINS = {}
+_DEFAULT_SIZES = {}
 
 
-def register_model(name, factory, twin=None):
-    """Register `factory(**kwargs) -> keras.Model` under `name` (keras.applications-style kwargs)."""
+def register_model(name, factory, twin=None, default_size=None):
+    """Register `factory(**kwargs) -> keras.Model` under `name` (keras.applications-style kwargs);
+    `default_size`: the input side it is built for (224, or 32 for the CIFAR-size families)."""
     _FACTORIES[name] = factory
     if twin is not None:
         _TWINS[name] = twin
+    if default_size is not None:
+        _DEFAULT_SIZES[name] = int(default_size)
     return factory
 
 
@@ -24,6 +30,11 @@ def available_models():
 def twin_of(name):
     """The registered keras twin of model `name` (e.g. "EffResNet50" -> "ResNet50"), or None."""
     return _TWINS.get(name)
+
+
+def default_size(name):
+    """The registered default input side of model `name` (e.g. 224, 32 for "ResNet20"), or None."""
+    return _DEFAULT_SIZES.get(name)
 
 
 def get_model(name, **kwargs):

@@ -14,7 +14,8 @@ from tests import helpers
 MODELS = applications.available_models()
 # One model per family runs each contract check in the default suite (32x32 inputs); every other
 # registered model runs the same checks under -m slow, so none can skip them.
-FAMILIES = ["EffResNet18", "EffVGG16", "EffResNet20", "ResNet20", "ChannelNetV1", "DemoCNN", "MobileNetV2"]
+FAMILIES = ["EffResNet18", "EffVGG16", "EffResNet20", "ResNet20", "ChannelNetV1", "DemoCNN", "MobileNetV2",
+            "MobileNetV2CIFAR"]
 FAST = ["EffResNet20", "DemoCNN"]  # + round trip, export, jit (XLA compiles dominate: the rest are slow)
 
 
@@ -100,6 +101,22 @@ def test_cifar_eff_models_cost_a_quarter_of_their_twins():
     for depth in (20, 32, 56):
         twin = count_macs(applications.get_model(f"ResNet{depth}"))
         assert twin / count_macs(applications.get_model(f"EffResNet{depth}")) >= 4
+
+
+def test_mobilenet_v2_cifar_budget_layers_and_feature_levels():
+    model = applications.MobileNetV2CIFAR()
+    assert 25e6 <= count_macs(model) <= 30e6 and model.count_params() < 1e6
+    assert model.get_layer("out_relu").output.shape[1:3] == (4, 4)  # 32x32 -> 4x4, strides at stages 3, 4, 6
+    core = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.BatchNormalization, keras.layers.ReLU,
+            keras.layers.Add, keras.layers.InputLayer, keras.layers.Rescaling, keras.layers.Normalization,
+            keras.layers.GlobalAveragePooling2D, keras.layers.Dense)
+    assert all(isinstance(layer, core) for layer in model.layers)
+    assert applications.twin_of("MobileNetV2CIFAR") is None and applications.registry.default_size("ResNet20") == 32
+    backbone = applications.MobileNetV2CIFAR(include_top=False, input_shape=(64, 64, 3))
+    features = applications.feature_extractor(backbone, levels=("C2", "C3"))
+    assert [tuple(o.shape[1:3]) for o in features.outputs] == [(16, 16), (8, 8)]
+    with pytest.raises(ValueError, match="declares the feature levels C2, C3 only"):
+        applications.feature_extractor(backbone)
 
 
 def test_deterministic_layer_names_follow_keras():

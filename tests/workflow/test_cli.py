@@ -182,6 +182,15 @@ def test_demo(cli, tmp_path):
     assert (tmp_path / "demo" / "DemoCNN.tflite").is_file()
 
 
+@pytest.mark.slow
+def test_train_mobilenet_v2_cifar(cli, tmp_path):
+    """The CIFAR reference model trains by name like the other registered models (a 2-step smoke run)."""
+    code, out, _ = cli("train", "--model", "MobileNetV2CIFAR", "--data", "synthetic:24", "--epochs", "1",
+                       "--batch-size", "8", "--quiet", "--warmup-epochs", "0", "--output", tmp_path / "run")
+    assert code == 0 and os.path.isfile(tmp_path / "run" / "best.keras")
+    assert json.load(open(tmp_path / "run" / "run.json"))["config"]["model"] == "MobileNetV2CIFAR"
+
+
 def test_bench_unknown_model_is_a_usage_error(cli):
     code, _, err = cli("bench", "--models", "NoSuchNet", "--runtimes", "tf")
     assert code == 2 and "NoSuchNet" in err
