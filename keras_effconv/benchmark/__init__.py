@@ -5,11 +5,11 @@ Heavy imports (TensorFlow, the layers, the registry) happen inside the functions
 package is cheap.
 """
 
+from keras_effconv.benchmark.model_plan import SUITES
+from keras_effconv.benchmark.model_plan import ModelBenchConfig
 from keras_effconv.benchmark.model_report import format_model_report
 from keras_effconv.benchmark.model_report import plot_models
-from keras_effconv.benchmark.models import DEFAULT_MODELS
-from keras_effconv.benchmark.models import PAIRS
-from keras_effconv.benchmark.models import ModelBenchConfig
 from keras_effconv.benchmark.models import run_model_benchmark
 from keras_effconv.benchmark.timing import Timing
 from keras_effconv.benchmark.timing import measure
+from keras_effconv.benchmark.timing import measure_in_turn

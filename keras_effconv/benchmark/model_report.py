@@ -12,6 +12,12 @@ def _cell(entry, key, field="median_ms"):
     return report.fmt_ms(cell.get(field))
 
 
+def _sizes(entries):
+    """"224x224" or "224x224 / 32x32": the inference inputs of the models in the result."""
+    sizes = sorted({e["image_size"] for e in entries if e.get("image_size")}, reverse=True)
+    return " / ".join(f"{s}x{s}" for s in sizes) or "no"
+
+
 def format_model_report(result):
     """The tables printed by `effconv bench`."""
     cols = [tuple(c) for c in result["columns"]]
@@ -21,19 +27,20 @@ def format_model_report(result):
     out = []
     m = result["machine"]
     out.append(
-        f"effconv bench: {config['image_size']}x{config['image_size']} inference, "
-        f"{'QUICK ' if config.get('quick') else ''}runs={config['runs']} warmup={config['warmup']}, "
+        f"effconv bench ({config.get('suite', 'imagenet')}): {_sizes(entries)} inference, "
+        f"{'QUICK ' if config.get('quick') else ''}runs={config['runs']} rounds={config.get('rounds', 1)} "
+        f"warmup={config['warmup']}, "
         f"{m.get('cpu_count')} CPUs, TF {m.get('tensorflow')}, Keras {m.get('keras')}, "
         f"LiteRT {m.get('ai_edge_litert')}, threads={config.get('threads')}"
     )
     out.append(f"Training column: {result['notes']['train']}.")
-    headers = ["Model", "Twin", "GMACs", "Params M"] + [label for _, label in cols]
+    headers = ["Model", "Twin", "Input", "GMACs", "Params M"] + [label for _, label in cols]
     for field, title in (("median_ms", "Latency, median ms"), ("p90_ms", "Latency, p90 ms")):
         rows = []
         for e in ok:
-            macs = report.fmt_count(e["macs"], 1e9) if e["macs"] is not None else "n/a"
+            macs = report.fmt_count(e["macs"], 1e9, digits=3) if e["macs"] is not None else "n/a"
             rows.append(
-                [e["model"], e["twin"] or ("(ref)" if e["role"] == "reference" else ""), macs,
+                [e["model"], e["twin"] or ("(ref)" if e["role"] == "reference" else ""), e.get("image_size", ""), macs,
                  report.fmt_count(e["params"], 1e6)] + [_cell(e, k, field) for k, _ in cols]
             )
         out.append("")
@@ -149,7 +156,7 @@ def plot_models(result, path):
     ax.set_ylabel(f"median latency, ms (batch {batch})")
     m = result["machine"]
     ax.set_title(
-        f"Latency vs MACs, {result['config']['image_size']}px, {m.get('cpu_count')} CPUs "
+        f"Latency vs MACs, {_sizes(result['results'])}, {m.get('cpu_count')} CPUs "
         f"(TF {m.get('tensorflow')}); arrows: twin -> Eff"
     )
     from matplotlib import ticker

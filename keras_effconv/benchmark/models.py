@@ -3,13 +3,17 @@
 One run measures, per model: MACs (`keras_effconv.analysis.count_macs`) and params; inference latency
 at each batch size under (a) the TF runtime (`tf.function`, `jit_compile=False`), (b) XLA
 (`jit_compile=True`), (c) LiteRT (`to_tflite` builtins only + `LiteRTRunner`, XNNPACK); and (d) one
-training step (`train_on_batch`, SGD with momentum, sparse categorical cross-entropy) at a stated
-image size. Ratios are twin / Eff ("x times faster / fewer"), so > 1 means the Eff model wins.
+training step (`train_on_batch`, SGD with momentum, sparse categorical cross-entropy). An Eff model
+and its twin are timed in turn (`timing.measure_in_turn`: several rounds, alternating), so a change
+of load during the run hits both alike. Ratios are twin / Eff ("x times faster / fewer"), so > 1
+means the Eff model wins. ImageNet-size models run at `image_size`, CIFAR-size ones at 32x32.
 
 Entry point: `run_model_benchmark(config)` -> JSON-ready dict; `model_report` prints and plots it.
-The `effconv bench` command (`keras_effconv.cli.bench`) wires them up.
+What runs is `model_plan`'s (suites, config, groups); `effconv bench` (`keras_effconv.cli.bench`)
+wires them up.
 """
 
+import contextlib
 import dataclasses
 import gc
 import time
@@ -18,205 +22,97 @@ import numpy as np
 
 from keras_effconv.benchmark import report
 from keras_effconv.benchmark import timing
+from keras_effconv.benchmark.model_plan import RUNTIME_LABELS
+from keras_effconv.benchmark.model_plan import columns
+from keras_effconv.benchmark.model_plan import plan
 
-SCHEMA = "keras_effconv.bench.models/1"
-
-# Eff model -> the keras.applications model it is compared with.
-PAIRS = {
-    "EffResNet50": "ResNet50",
-    "EffResNet101": "ResNet101",
-    "EffVGG16": "VGG16",
-}
-REFERENCES = ("MobileNetV2", "EfficientNetB0")
-DEFAULT_MODELS = ("EffResNet50", "ResNet50", "EffResNet101", "ResNet101", "EffVGG16", "VGG16") + REFERENCES
-
-RUNTIMES = ("tf", "xla", "litert", "train")
-RUNTIME_LABELS = {"tf": "TF", "xla": "XLA", "litert": "LiteRT", "train": "Train"}
-
-
-@dataclasses.dataclass
-class ModelBenchConfig:
-    models: tuple = DEFAULT_MODELS
-    add_twins: bool = True  # also run the twin of every requested Eff model
-    image_size: int = 224
-    batches: tuple = (1, 16)  # inference batch sizes for tf / xla
-    litert_batches: tuple = (1, 16)
-    runtimes: tuple = RUNTIMES
-    train_image_size: int = 128
-    train_batch: int = 32
-    train_jit: bool = False  # compile the training step with XLA instead of the TF runtime
-    train_references: bool = True  # also time the training step of the reference models
-    runs: int = 10
-    warmup: int = 2
-    train_runs: int = 10
-    threads: int = None  # TF intra/inter-op threads and LiteRT threads; None = all cores
-    quick: bool = False
-    seed: int = 0
-
-    @classmethod
-    def quick_run(cls, **overrides):
-        """< 3 minutes on a 2-core machine: b1 only, 3 runs, a small training step."""
-        values = dict(
-            batches=(1,),
-            litert_batches=(1,),
-            train_image_size=64,
-            train_batch=16,
-            runs=3,
-            warmup=1,
-            train_runs=3,
-            train_references=False,  # their train-graph tracing dominates a quick run
-            quick=True,
-        )
-        values.update(overrides)
-        return cls(**values)
-
-    def validate(self):
-        unknown = [r for r in self.runtimes if r not in RUNTIMES]
-        if unknown:
-            raise ValueError(f"`runtimes` must be a subset of {RUNTIMES}; received runtimes={self.runtimes!r}")
-        for name in ("image_size", "train_image_size", "train_batch", "runs", "train_runs", "warmup"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive int; received {name}={value!r}")
-        for name in ("batches", "litert_batches"):
-            value = getattr(self, name)
-            if any((not isinstance(b, int)) or b < 1 for b in value):
-                raise ValueError(f"`{name}` must be positive ints; received {name}={value!r}")
-        return self
-
-    def train_label(self):
-        mode = "XLA" if self.train_jit else "TF"
-        return f"train_b{self.train_batch}", f"Train b{self.train_batch}@{self.train_image_size} ({mode})"
-
-
-def twin_of(name, available=()):
-    """The keras.applications twin of an Eff model: the PAIRS table, else "EffX" -> "X" if available."""
-    if name in PAIRS:
-        return PAIRS[name]
-    if name.startswith("Eff") and name[3:] in available:
-        return name[3:]
-    return None
-
-
-def columns(config):
-    """[(key, label)] of the timed columns, in table order (grouped by batch size, then training)."""
-    cols = []
-    batches = sorted(set(config.batches) | (set(config.litert_batches) if "litert" in config.runtimes else set()))
-    for batch in batches:
-        for runtime in ("tf", "xla", "litert"):
-            if runtime not in config.runtimes:
-                continue
-            allowed = config.litert_batches if runtime == "litert" else config.batches
-            if batch in allowed:
-                cols.append((f"{runtime}_b{batch}", f"{RUNTIME_LABELS[runtime]} b{batch}"))
-    if "train" in config.runtimes:
-        cols.append(config.train_label())
-    return cols
+SCHEMA = "keras_effconv.bench.models/2"
 
 
 def _default_registry():
-    from keras_effconv.applications import available_models
-    from keras_effconv.applications import get_model
+    from keras_effconv.applications import registry
 
-    return get_model, available_models()
-
-
-def plan(config, available):
-    """[(name, role, twin)] to run; pairs stay adjacent (twin after). ValueError for unknown names."""
-    unknown = [name for name in config.models if name not in available]
-    if unknown:
-        raise ValueError(f"`models` must be registered model names; received unknown {unknown!r} "
-                         f"(available: {', '.join(sorted(available))})")
-    to_run, seen = [], set()
-    for name in config.models:
-        twin = twin_of(name, available)
-        names = [name] + ([twin] if twin and config.add_twins else [])
-        for n in names:
-            if n in seen:
-                continue
-            seen.add(n)
-            if n not in available:  # a twin the caller's registry lacks
-                continue
-            t = twin_of(n, available)
-            role = "eff" if t else ("twin" if n in PAIRS.values() else "reference")
-            to_run.append((n, role, t))
-    return to_run
+    return registry.get_model, registry.available_models(), registry.twin_of, registry.default_size
 
 
 def _input(rng, batch, size):
     return rng.standard_normal((batch, size, size, 3)).astype("float32")
 
 
-def _timed(entry, key, label, fn, runs, warmup, log, name):
+@contextlib.contextmanager
+def _charged(entry):
+    """Add the wall and CPU seconds of the body to the model's `total` / `cpu_total`."""
+    start, cpu_start = time.perf_counter(), time.process_time()
     try:
-        result = timing.measure(fn, runs=runs, warmup=warmup)
-    except Exception as error:  # noqa: BLE001 - one failing column must not stop the run
-        entry["timings"][key] = {"error": timing.error_summary(error)}
-        log(f"  {name:<16} {label:<22} ERROR {timing.error_summary(error, 160)}")
-        return None
-    entry["timings"][key] = result.to_dict()
-    log(
-        f"  {name:<16} {label:<22} median {report.fmt_ms(result.median_ms):>8} ms  "
-        f"p90 {report.fmt_ms(result.p90_ms):>8} ms  "
-        f"(first call {result.first_call_s:.2f} s)"
-    )
-    return result
+        yield
+    finally:
+        entry["setup_s"]["total"] += time.perf_counter() - start
+        entry["setup_s"]["cpu_total"] += time.process_time() - cpu_start
 
 
-def bench_model(name, role, twin, config, build, log=print):
-    """Measure one model; never raises (errors are recorded in the entry)."""
-    import keras
-    import tensorflow as tf
+def _new_entry(planned):
+    return {
+        "model": planned.name, "role": planned.role, "twin": planned.twin, "status": "ok",
+        "image_size": planned.image_size, "train_image_size": planned.train_image_size,
+        "macs": None, "params": None, "timings": {}, "setup_s": {"total": 0.0, "cpu_total": 0.0},
+        "litert_builtins_only": None, "load_average": {"before": timing.load_average()},
+    }
 
+
+def _time_in_turn(entries, key, label, calls, runs, warmup, rounds, log):
+    """Time `calls` ({name: fn}) in turn; store each Timing (or error) under `key`, log one line each."""
+    if not calls:
+        return
+    measured = timing.measure_in_turn(calls, runs=runs, warmup=warmup, rounds=rounds)
+    for name, result in measured.timings.items():
+        entry = entries[name]
+        entry["setup_s"]["total"] += measured.wall_s[name]
+        entry["setup_s"]["cpu_total"] += measured.cpu_s[name]
+        if isinstance(result, BaseException):
+            entry["timings"][key] = {"error": timing.error_summary(result)}
+            log(f"  {name:<16} {label:<22} ERROR {timing.error_summary(result, 160)}")
+            continue
+        entry["timings"][key] = result.to_dict()
+        entry["setup_s"][f"{key}_first_call"] = result.first_call_s
+        log(f"  {name:<16} {label:<22} median {report.fmt_ms(result.median_ms):>8} ms  "
+            f"p90 {report.fmt_ms(result.p90_ms):>8} ms  (first call {result.first_call_s:.2f} s)")
+
+
+def _build(entry, build, size, log):
+    """The model at `size`x`size` with MACs and params recorded, or None (the error recorded)."""
     from keras_effconv.analysis import count_macs
 
-    entry = {
-        "model": name,
-        "role": role,
-        "twin": twin,
-        "status": "ok",
-        "image_size": config.image_size,
-        "macs": None,
-        "params": None,
-        "timings": {},
-        "setup_s": {},
-        "litert_builtins_only": None,
-        "load_average": {"before": timing.load_average()},
-    }
-    rng = np.random.default_rng(config.seed)
-    size = config.image_size
-    model_start = start = time.perf_counter()
-    cpu_start = time.process_time()
+    name = entry["model"]
+    start = time.perf_counter()
     try:
-        model = build(name, weights=None, input_shape=(size, size, 3))
+        with _charged(entry):
+            model = build(name, weights=None, input_shape=(size, size, 3))
     except Exception as error:  # noqa: BLE001
         entry["status"] = "error"
         entry["error"] = f"build failed: {timing.error_summary(error)}"
         log(f"  {name:<16} build failed: {timing.error_summary(error, 200)}")
-        return entry
+        return None
     entry["setup_s"]["build"] = time.perf_counter() - start
     entry["params"] = int(model.count_params())
     entry["macs"] = int(count_macs(model))
-    log(f"  {name:<16} built: {entry['params'] / 1e6:.2f} M params, {entry['macs'] / 1e9:.2f} GMACs")
+    log(f"  {name:<16} built at {size}x{size}: {entry['params'] / 1e6:.2f} M params, {entry['macs'] / 1e9:.3f} GMACs")
+    return model
 
-    for runtime, jit in (("tf", False), ("xla", True)):
-        if runtime not in config.runtimes:
-            continue
-        fn = tf.function(lambda x, m=model: m(x, training=False), jit_compile=jit, reduce_retracing=False)
-        for batch in config.batches:
-            x = tf.constant(_input(rng, batch, size))
-            key, label = f"{runtime}_b{batch}", f"{RUNTIME_LABELS[runtime]} b{batch}"
-            result = _timed(entry, key, label, lambda: timing.sync(fn(x)), config.runs, config.warmup, log, name)
-            if result is not None:
-                entry["setup_s"][f"{key}_first_call"] = result.first_call_s
-        fn = None  # free the traced graphs before the next runtime
 
-    if "litert" in config.runtimes and config.litert_batches:
-        from keras_effconv.export import LiteRTRunner
-        from keras_effconv.export import assert_builtins_only
-        from keras_effconv.export import to_tflite
+def _litert_runner(entry, model, config, rng, log):
+    """Convert to a builtins-only flatbuffer and make a warm LiteRTRunner, or None (errors recorded)."""
+    from keras_effconv.export import LiteRTRunner
+    from keras_effconv.export import assert_builtins_only
+    from keras_effconv.export import to_tflite
 
-        flatbuffer = None
+    name = entry["model"]
+
+    def fail(message):
+        for batch in config.litert_batches:
+            entry["timings"][f"litert_b{batch}"] = {"error": message}
+        log(f"  {name:<16} {message[:200]}")
+
+    with _charged(entry):
         try:
             start = time.perf_counter()
             with timing.captured_output():
@@ -224,75 +120,104 @@ def bench_model(name, role, twin, config, build, log=print):
             entry["setup_s"]["tflite_convert"] = time.perf_counter() - start
             entry["tflite_bytes"] = len(flatbuffer)
         except Exception as error:  # noqa: BLE001
-            message = f"to_tflite failed: {timing.error_summary(error)}"
-            for batch in config.litert_batches:
-                entry["timings"][f"litert_b{batch}"] = {"error": message}
-            log(f"  {name:<16} {message[:200]}")
-        if flatbuffer is not None:
-            try:
-                with timing.captured_output():
-                    assert_builtins_only(flatbuffer)
-                entry["litert_builtins_only"] = True
-            except AssertionError as error:
-                entry["litert_builtins_only"] = False
-                entry["litert_ops_error"] = str(error)
-                log(f"  {name:<16} WARNING: {error}")
-            except Exception:  # noqa: BLE001 - the check itself is best effort
-                pass
-            try:
-                with timing.captured_output():
-                    runner = LiteRTRunner(flatbuffer, num_threads=config.threads)
-                    runner(_input(rng, config.litert_batches[0], size))  # create the XNNPACK delegate quietly
-            except Exception as error:  # noqa: BLE001
-                runner = None
-                for batch in config.litert_batches:
-                    entry["timings"][f"litert_b{batch}"] = {"error": timing.error_summary(error)}
-            if runner is not None:
-                for batch in config.litert_batches:
-                    x = _input(rng, batch, size)
-                    key, label = f"litert_b{batch}", f"LiteRT b{batch}"
-                    _timed(entry, key, label, lambda: runner(x), config.runs, config.warmup, log, name)
-                del runner
-        del flatbuffer
+            return fail(f"to_tflite failed: {timing.error_summary(error)}")
+        try:
+            with timing.captured_output():
+                assert_builtins_only(flatbuffer)
+            entry["litert_builtins_only"] = True
+        except AssertionError as error:
+            entry["litert_builtins_only"] = False
+            entry["litert_ops_error"] = str(error)
+            log(f"  {name:<16} WARNING: {error}")
+        except Exception:  # noqa: BLE001 - the check itself is best effort
+            pass
+        try:
+            with timing.captured_output():
+                runner = LiteRTRunner(flatbuffer, num_threads=config.threads)
+                runner(_input(rng, config.litert_batches[0], entry["image_size"]))  # create XNNPACK quietly
+        except Exception as error:  # noqa: BLE001
+            return fail(timing.error_summary(error))
+    return runner
+
+
+def _bench_inference(entries, models, config, rng, log):
+    import tensorflow as tf
+
+    for runtime, jit in (("tf", False), ("xla", True)):
+        if runtime not in config.runtimes:
+            continue
+        fns = {n: tf.function(lambda x, m=m: m(x, training=False), jit_compile=jit, reduce_retracing=False)
+               for n, m in models.items()}
+        for batch in config.batches:
+            inputs = {n: tf.constant(_input(rng, batch, entries[n]["image_size"])) for n in fns}
+            calls = {n: (lambda f=fns[n], x=inputs[n]: timing.sync(f(x))) for n in fns}
+            _time_in_turn(entries, f"{runtime}_b{batch}", f"{RUNTIME_LABELS[runtime]} b{batch}", calls,
+                          config.runs, config.warmup, config.rounds, log)
+        fns = None  # free the traced graphs before the next runtime
+    if "litert" in config.runtimes and config.litert_batches:
+        runners = {n: _litert_runner(entries[n], m, config, rng, log) for n, m in models.items()}
+        runners = {n: r for n, r in runners.items() if r is not None}
+        for batch in config.litert_batches:
+            inputs = {n: _input(rng, batch, entries[n]["image_size"]) for n in runners}
+            calls = {n: (lambda r=runners[n], x=inputs[n]: r(x)) for n in runners}
+            _time_in_turn(entries, f"litert_b{batch}", f"LiteRT b{batch}", calls,
+                          config.runs, config.warmup, config.rounds, log)
+        runners = None
         gc.collect()
 
-    del model
-    keras.backend.clear_session()
-    gc.collect()
 
-    if "train" in config.runtimes and (role != "reference" or config.train_references):
-        key, label = config.train_label()
-        tsize = config.train_image_size
+def _bench_training(entries, group, config, build, rng, log):
+    import keras
+
+    key, label = config.train_label([p.train_image_size for p in group])
+    calls = {}
+    for planned in group:
+        entry = entries[planned.name]
+        if entry["status"] != "ok" or (planned.role == "reference" and not config.train_references):
+            continue
+        size = planned.train_image_size
         try:
-            train_model = build(name, weights=None, input_shape=(tsize, tsize, 3))
-            classes = int(train_model.outputs[0].shape[-1])
-            train_model.compile(
-                optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
-                loss="sparse_categorical_crossentropy",
-                jit_compile=bool(config.train_jit),
-            )
-            x = _input(rng, config.train_batch, tsize)
-            y = rng.integers(0, classes, size=(config.train_batch,)).astype("int32")
+            with _charged(entry):
+                model = build(planned.name, weights=None, input_shape=(size, size, 3))
+                model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
+                              loss="sparse_categorical_crossentropy", jit_compile=bool(config.train_jit))
+                x = _input(rng, config.train_batch, size)
+                y = rng.integers(0, int(model.outputs[0].shape[-1]), size=(config.train_batch,)).astype("int32")
         except Exception as error:  # noqa: BLE001
             entry["timings"][key] = {"error": f"train setup failed: {timing.error_summary(error)}"}
-            log(f"  {name:<16} {label}: setup failed: {timing.error_summary(error, 200)}")
-        else:
-            # The 1st call builds the optimizer and traces; one more untimed call unless --quick.
-            warmup = config.warmup if config.quick else max(2, config.warmup)
-            result = _timed(
-                entry, key, label, lambda: train_model.train_on_batch(x, y), config.train_runs, warmup, log, name
-            )
-            if result is not None:
-                entry["setup_s"][f"{key}_first_call"] = result.first_call_s
-            del train_model
+            log(f"  {planned.name:<16} {label}: setup failed: {timing.error_summary(error, 200)}")
+            continue
+        calls[planned.name] = lambda m=model, x=x, y=y: m.train_on_batch(x, y)
+    # The 1st call builds the optimizer and traces; one more untimed call unless --quick.
+    warmup = config.warmup if config.quick else max(2, config.warmup)
+    _time_in_turn(entries, key, label, calls, config.train_runs, warmup, config.rounds, log)
+
+
+def bench_group(group, config, build, log=print):
+    """Measure the models of one `plan` group (an Eff model and its twin, or one model) in turn, each
+    cell over `config.rounds` alternating rounds. Never raises: errors are recorded in the entries.
+    Returns one entry per model, in the group's order."""
+    import keras
+
+    entries = {p.name: _new_entry(p) for p in group}
+    rng = np.random.default_rng(config.seed)
+    models = {}
+    for planned in group:
+        model = _build(entries[planned.name], build, planned.image_size, log)
+        if model is not None:
+            models[planned.name] = model
+    if models:
+        _bench_inference(entries, models, config, rng, log)
+    models = None
+    keras.backend.clear_session()
+    gc.collect()
+    if "train" in config.runtimes:
+        _bench_training(entries, group, config, build, rng, log)
         keras.backend.clear_session()
         gc.collect()
-
-    entry["load_average"]["after"] = timing.load_average()
-    entry["setup_s"]["total"] = time.perf_counter() - model_start
-    # CPU seconds of this process (all threads): with `total`, shows how much the machine was shared.
-    entry["setup_s"]["cpu_total"] = time.process_time() - cpu_start
-    return entry
+    for entry in entries.values():
+        entry["load_average"]["after"] = timing.load_average()
+    return [entries[p.name] for p in group]
 
 
 def compute_ratios(result):
@@ -320,19 +245,21 @@ def compute_ratios(result):
     return ratios
 
 
-def run_model_benchmark(config, build=None, available=None, log=print):
+def run_model_benchmark(config, build=None, available=None, twin_of=None, default_size=None, log=print):
     """Run the benchmark described by `config` and return a JSON-ready dict.
 
-    `build(name, **kwargs) -> keras.Model` and `available` (names) default to the package registry;
-    tests pass tiny models instead.
+    `build(name, **kwargs) -> keras.Model`, `available` (names), `twin_of(name)` and
+    `default_size(name)` default to the package registry's; tests pass tiny models instead.
     """
     config.validate()
-    if build is None or available is None:
-        registry_build, registry_names = _default_registry()
+    if None in (build, available, twin_of, default_size):
+        registry_build, registry_names, registry_twin_of, registry_default_size = _default_registry()
         build = build or registry_build
         available = registry_names if available is None else available
-    available = list(available)
-    to_run = plan(config, available)
+        twin_of = twin_of or registry_twin_of
+        default_size = default_size or registry_default_size
+    groups = plan(config, list(available), twin_of, default_size)
+    planned = [p for group in groups for p in group]
     threads_info = timing.configure_threads(config.threads)
     if config.threads is None:
         config = dataclasses.replace(config, threads=threads_info["requested"])
@@ -341,30 +268,34 @@ def run_model_benchmark(config, build=None, available=None, log=print):
     if warning:
         log(warning)
 
-    cols = columns(config)
+    sizes = sorted({p.image_size for p in planned}, reverse=True)
+    train_sizes = sorted({p.train_image_size for p in planned}, reverse=True)
     result = {
         "schema": SCHEMA,
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine,
         "config": dataclasses.asdict(config),
-        "columns": cols,
+        "columns": columns(config, planned),
         "notes": {
             "latency": "milliseconds per call; median and p90 over `runs` warm calls after `warmup` "
-            "untimed calls (tracing / XLA compile / TFLite conversion excluded); outputs synced to numpy",
+            "untimed calls (tracing / XLA compile / TFLite conversion excluded); outputs synced to numpy; "
+            f"an Eff model and its twin timed in turn over {config.rounds} alternating rounds",
+            "input": "inference at " + " / ".join(f"{s}x{s}" for s in sizes) + " (each model's `image_size`)",
             "train": f"one optimizer step (train_on_batch, SGD momentum 0.9, sparse CE) at batch "
-            f"{config.train_batch} and {config.train_image_size}x{config.train_image_size} input "
-            f"({'XLA' if config.train_jit else 'TF runtime'})",
+            f"{config.train_batch} and " + " / ".join(f"{s}x{s}" for s in train_sizes) + " input "
+            f"(each model's `train_image_size`; {'XLA' if config.train_jit else 'TF runtime'})",
             "litert": f"to_tflite (TFLITE_BUILTINS only, fp32) + LiteRTRunner, XNNPACK, {config.threads} threads",
             "ratios": "twin / Eff: > 1 means the Eff model is cheaper (MACs, params) or faster (latency)",
         },
         "results": [],
     }
-    log(f"Benchmarking {len(to_run)} model(s) at {config.image_size}x{config.image_size}: "
-        f"{', '.join(n for n, _, _ in to_run) or '(none)'}")
+    log(f"Benchmarking {len(planned)} model(s): "
+        + (", ".join(f"{p.name}@{p.image_size}" for p in planned) or "(none)"))
     start, cpu_start = time.perf_counter(), time.process_time()
-    for index, (name, role, twin) in enumerate(to_run, 1):
-        log(f"[{index}/{len(to_run)}] {name}" + (f" (twin: {twin})" if twin else f" ({role})"))
-        result["results"].append(bench_model(name, role, twin, config, build, log=log))
+    for index, group in enumerate(groups, 1):
+        names = " vs ".join(p.name for p in group)
+        log(f"[{index}/{len(groups)}] {names}" + (f" ({group[0].role})" if len(group) == 1 else " (in turn)"))
+        result["results"].extend(bench_group(group, config, build, log=log))
     result["elapsed_s"] = time.perf_counter() - start
     result["cpu_s"] = time.process_time() - cpu_start
     result["machine"]["load_average_at_end"] = timing.load_average()

@@ -66,21 +66,66 @@ def sync(outputs):
 def measure(fn, runs=10, warmup=2):
     """Call `fn` `warmup` times untimed (the first one is timed separately as `first_call_s`), then
     `runs` times timed. `fn` must block until its result is on the host (use `sync`)."""
-    if runs < 1:
-        raise ValueError(f"`runs` must be >= 1; received runs={runs!r}")
-    if warmup < 1:
-        raise ValueError(f"`warmup` must be >= 1 (the first call traces/compiles); received warmup={warmup!r}")
-    start = time.perf_counter()
-    fn()
-    first = time.perf_counter() - start
-    for _ in range(warmup - 1):
-        fn()
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return Timing.from_samples(samples, warmup=warmup, first_call_s=first)
+    result = measure_in_turn({"fn": fn}, runs=runs, warmup=warmup).timings["fn"]
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+@dataclasses.dataclass
+class InTurn:
+    """`measure_in_turn`'s answer: {name: Timing or the exception its calls raised}, and the wall and
+    CPU seconds (this process) each name's calls took, warm-up included."""
+
+    timings: dict
+    wall_s: dict
+    cpu_s: dict
+
+
+def measure_in_turn(fns, runs=10, warmup=2, rounds=1):
+    """Time the callables `fns` ({name: fn}) against each other on a machine whose speed drifts.
+
+    Each is warmed up first (`warmup` untimed calls, the first one timed as `first_call_s`), then
+    `rounds` rounds time every callable ceil(runs / rounds) times in turn, the order reversed every
+    other round, so that a change of load hits all of them alike. A callable that raises is recorded
+    and dropped from the later rounds; the others go on. `fn` must block until its result is on the host.
+    """
+    for name, value in (("runs", runs), ("warmup", warmup), ("rounds", rounds)):
+        if value < 1:
+            raise ValueError(f"`{name}` must be >= 1 (the first warm-up call traces/compiles); received {name}={value!r}")
+    per_round = -(-runs // rounds)
+    wall, cpu = dict.fromkeys(fns, 0.0), dict.fromkeys(fns, 0.0)
+    failed, first, samples = {}, {}, {name: [] for name in fns}
+
+    def call(name):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        try:
+            fns[name]()
+        except Exception as error:  # noqa: BLE001 - one failing callable must not stop the others
+            failed[name] = error
+        elapsed = time.perf_counter() - start
+        wall[name] += elapsed
+        cpu[name] += time.process_time() - cpu_start
+        return elapsed
+
+    for name in fns:
+        for _ in range(warmup):
+            elapsed = call(name)
+            first.setdefault(name, elapsed)
+            if name in failed:
+                break
+    order = list(fns)
+    for index in range(rounds):
+        for name in order if index % 2 == 0 else order[::-1]:
+            for _ in range(per_round):
+                if name in failed:
+                    break
+                samples[name].append(call(name))
+    timings = {
+        name: failed.get(name) or Timing.from_samples(samples[name], warmup=warmup, first_call_s=first[name])
+        for name in fns
+    }
+    return InTurn(timings, wall, cpu)
 
 
 def interleaved_median_ms(fn_a, args_a, fn_b, args_b, runs, warmup):

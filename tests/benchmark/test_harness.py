@@ -12,6 +12,7 @@ import pytest
 from keras_effconv import implementation as impl
 from keras_effconv.benchmark import layer_report
 from keras_effconv.benchmark import layers as layer_bench
+from keras_effconv.benchmark import model_plan
 from keras_effconv.benchmark import model_report
 from keras_effconv.benchmark import models as model_bench
 from keras_effconv.benchmark import report
@@ -42,6 +43,31 @@ def test_measure_counts_calls_and_validates():
         timing.measure(lambda: None, runs=1, warmup=0)
     with pytest.raises(ValueError, match="samples_s"):
         timing.Timing.from_samples([])
+
+    def boom():
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        timing.measure(boom, runs=1, warmup=1)
+
+
+def test_measure_in_turn_alternates_rounds_and_isolates_errors():
+    calls = []
+
+    def failing_later():
+        calls.append("C")
+        if calls.count("C") > 2:
+            raise RuntimeError("third call fails")
+
+    fns = {"A": lambda: calls.append("A"), "B": lambda: calls.append("B"), "C": failing_later}
+    measured = timing.measure_in_turn(fns, runs=4, warmup=1, rounds=2)
+    # warm-up of each, then round 1 in order (2 runs each), round 2 reversed; C stops at its error.
+    assert "".join(calls) == "ABC" + "AABBCC" + "BBAA"
+    assert measured.timings["A"].runs == measured.timings["B"].runs == 4
+    assert isinstance(measured.timings["C"], RuntimeError)
+    assert set(measured.wall_s) == set(fns) and all(v >= 0 for v in measured.cpu_s.values())
+    with pytest.raises(ValueError, match="rounds=0"):
+        timing.measure_in_turn(fns, rounds=0)
 
 
 def test_format_table_aligns_columns():
@@ -77,7 +103,9 @@ def _broken(**kwargs):
     raise RuntimeError("cannot build")
 
 
-FACTORIES = {"Tiny": _tiny(8), "EffTiny": _tiny(4), "EffBroken": _broken}
+FACTORIES = {"Tiny": _tiny(8), "EffTiny": _tiny(4), "EffBroken": _broken, "Small": _tiny(2), "EffSmall": _tiny(2)}
+TWINS = {"EffTiny": "Tiny", "EffSmall": "Small"}.get
+SIZES = {"Small": 16, "EffSmall": 16, "Tiny": 224}.get  # the registry's default sizes: "Small" is CIFAR-size
 
 
 def _build(name, **kwargs):
@@ -85,29 +113,67 @@ def _build(name, **kwargs):
 
 
 def _config(**overrides):
-    """A quick run of the tiny models: 32x32, TF/XLA at batches 1 and 2, LiteRT at 1, two timed runs."""
+    """A quick run of the tiny models: 32x32, TF/XLA at batches 1 and 2, LiteRT at 1, two timed runs in
+    two rounds."""
     values = dict(models=("EffTiny", "EffBroken"), image_size=32, batches=(1, 2), train_image_size=32, train_batch=4,
-                  runs=2, train_runs=2, train_references=True)
+                  runs=2, train_runs=2, rounds=2, train_references=True, add_twins=False)
     values.update(overrides)
-    return model_bench.ModelBenchConfig.quick_run(**values)
+    return model_plan.ModelBenchConfig.quick_run(**values)
 
 
-def test_plan_pairs_twins_and_rejects_unknown_models():
-    to_run = model_bench.plan(_config(models=("EffTiny", "Tiny")), list(FACTORIES))
-    assert to_run == [("EffTiny", "eff", "Tiny"), ("Tiny", "reference", None)]
+def _names(groups):
+    return [[(p.name, p.role, p.twin) for p in group] for group in groups]
+
+
+def test_plan_groups_each_eff_model_with_its_twin_and_rejects_unknown_models():
+    groups = model_plan.plan(_config(models=("Tiny", "EffTiny")), list(FACTORIES), TWINS)
+    assert _names(groups) == [[("EffTiny", "eff", "Tiny"), ("Tiny", "twin", None)]]  # the twin joins its pair
+    groups = model_plan.plan(_config(models=("EffTiny", "EffSmall"), add_twins=True), list(FACTORIES), TWINS)
+    assert _names(groups) == [[("EffTiny", "eff", "Tiny"), ("Tiny", "twin", None)],
+                              [("EffSmall", "eff", "Small"), ("Small", "twin", None)]]
+    no_twins = model_plan.plan(_config(models=("EffTiny", "Small")), list(FACTORIES), TWINS)
+    assert _names(no_twins) == [[("EffTiny", "eff", "Tiny")], [("Small", "reference", None)]]
     with pytest.raises(ValueError, match="EffGhost"):
-        model_bench.plan(_config(models=("EffTiny", "EffGhost")), list(FACTORIES))
-    assert model_bench.twin_of("EffResNet50") == "ResNet50"
-    assert model_bench.columns(_config()) == [
+        model_plan.plan(_config(models=("EffTiny", "EffGhost")), list(FACTORIES), TWINS)
+    assert model_plan.columns(_config()) == [
         ("tf_b1", "TF b1"), ("xla_b1", "XLA b1"), ("litert_b1", "LiteRT b1"),
         ("tf_b2", "TF b2"), ("xla_b2", "XLA b2"), ("train_b4", "Train b4@32 (TF)"),
     ]
 
 
+def test_plan_runs_cifar_size_models_at_their_own_size():
+    config = _config(models=("EffTiny", "EffSmall"), add_twins=True, image_size=48, train_image_size=40)
+    planned = [p for group in model_plan.plan(config, list(FACTORIES), TWINS, SIZES) for p in group]
+    sizes = {p.name: (p.image_size, p.train_image_size) for p in planned}
+    # Tiny is ImageNet-size (224): --image-size; EffTiny has no registered size: --image-size too.
+    assert sizes == {"EffTiny": (48, 40), "Tiny": (48, 40), "EffSmall": (16, 16), "Small": (16, 16)}
+    assert model_plan.columns(config, planned)[-1] == ("train_b4", "Train b4@40/16 (TF)")
+
+
+def test_suites_take_the_pairs_from_the_registry():
+    from keras_effconv import applications
+
+    cifar = model_plan.ModelBenchConfig.for_suite("cifar")
+    assert (cifar.batches, cifar.litert_batches, cifar.train_batch) == ((1, 256), (1,), 128)
+    groups = model_plan.plan(cifar, applications.available_models(), applications.twin_of,
+                             applications.registry.default_size)
+    assert _names(groups) == [[("EffResNet20", "eff", "ResNet20"), ("ResNet20", "twin", None)],
+                              [("EffResNet56", "eff", "ResNet56"), ("ResNet56", "twin", None)],
+                              [("MobileNetV2CIFAR", "reference", None)]]
+    assert {p.image_size for group in groups for p in group} == {32}
+    imagenet = model_plan.plan(model_plan.ModelBenchConfig(), applications.available_models(), applications.twin_of,
+                               applications.registry.default_size)
+    assert [p.name for group in imagenet for p in group] == [
+        "EffResNet50", "ResNet50", "EffResNet101", "ResNet101", "EffVGG16", "VGG16", "MobileNetV2", "EfficientNetB0"]
+    with pytest.raises(ValueError, match="suite='mnist'"):
+        model_plan.ModelBenchConfig.for_suite("mnist")
+
+
 @pytest.fixture(scope="module")
 def model_result():
     messages = []
-    result = model_bench.run_model_benchmark(_config(), build=_build, available=list(FACTORIES), log=messages.append)
+    result = model_bench.run_model_benchmark(_config(add_twins=True), build=_build, available=list(FACTORIES),
+                                             twin_of=TWINS, default_size=SIZES, log=messages.append)
     result["_log"] = messages
     return result
 
@@ -132,6 +198,8 @@ def test_model_benchmark_json_schema(model_result, tmp_path):
             assert set(cell) == TIMING_KEYS, (name, key, cell)
             assert cell["median_ms"] > 0 and cell["p90_ms"] >= cell["median_ms"] * 0.999
     assert by_name["EffTiny"]["timings"]["train_b4"]["runs"] == 2
+    assert by_name["EffTiny"]["image_size"] == by_name["Tiny"]["image_size"] == 32
+    assert by_name["Tiny"]["setup_s"]["total"] >= by_name["Tiny"]["setup_s"]["build"] > 0
     ratios = data["ratios"]["EffTiny"]
     assert ratios["twin"] == "Tiny" and ratios["params_reduction"] > 1
     assert set(ratios["speedup"]) == {key for key, _ in data["columns"]}
@@ -140,7 +208,7 @@ def test_model_benchmark_json_schema(model_result, tmp_path):
 def test_model_report_prints_every_model_and_error(model_result):
     text = model_report.format_model_report(model_result)
     for needle in ("Latency, median ms", "Latency, p90 ms", "EffTiny vs Tiny", "EffBroken", "cannot build",
-                   "Train b4@32 (TF)"):
+                   "Train b4@32 (TF)", "32x32 inference", "rounds=2"):
         assert needle in text
     assert any("EffBroken" in m for m in model_result["_log"])
 
@@ -164,7 +232,11 @@ def test_cli_arguments_build_the_config():
     parser = cli_bench.add_arguments(argparse.ArgumentParser())
     quick = cli_bench.config_from_args(parser.parse_args(["--quick"]))
     assert quick.quick and quick.batches == (1,) and quick.runs < 10
-    assert quick.train_image_size < 128 and quick.models == model_bench.DEFAULT_MODELS
+    assert quick.train_image_size < 128 and quick.models == model_plan.SUITES["imagenet"].models
+    cifar = cli_bench.config_from_args(parser.parse_args(["--suite", "cifar", "--rounds", "4"]))
+    assert cifar.suite == "cifar" and cifar.models == model_plan.SUITES["cifar"].models and cifar.rounds == 4
+    assert (cifar.batches, cifar.litert_batches, cifar.train_batch, cifar.runs) == ((1, 256), (1,), 128, 10)
+    assert cli_bench.config_from_args(parser.parse_args(["--suite", "cifar", "--train-batch", "64"])).train_batch == 64
     full = cli_bench.config_from_args(
         parser.parse_args(["--models", "EffVGG16", "--batches", "1,8", "--runtimes", "tf,train",
                            "--train-image-size", "96", "--runs", "12"])
