@@ -10,10 +10,9 @@ HELP = "benchmark layers/models (Keras and LiteRT latency); see `effconv bench -
 DESCRIPTION = (
     "Benchmark each Eff model against its twin (the model the registry pairs it with) plus reference "
     "models: MACs, params, latency (median and p90) under the TF runtime, XLA and LiteRT, and a training "
-    "step. An Eff model and its twin are timed in turn over several rounds. Suites: imagenet (default: "
-    "EffResNet50/101, EffVGG16 and their twins, MobileNetV2, EfficientNetB0 at --image-size) and cifar "
-    "(EffResNet20/56 vs ResNet20/56 and MobileNetV2CIFAR at 32x32; TF b1 and b256, LiteRT b1, train b128). "
-    "CIFAR-size models always run at 32x32.\n\n"
+    "step. An Eff model and its twin are timed in turn over several rounds. --suite picks the models and "
+    "defaults (imagenet, or cifar: the CIFAR pairs and MobileNetV2CIFAR); CIFAR-size models always run "
+    "at 32x32.\n\n"
     "examples:\n  effconv bench --quick --json bench.json\n  effconv bench --suite cifar --json bench_cifar.json"
 )
 

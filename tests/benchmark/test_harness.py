@@ -169,6 +169,17 @@ def test_suites_take_the_pairs_from_the_registry():
         model_plan.ModelBenchConfig.for_suite("mnist")
 
 
+def test_cifar_suite_smoke_on_the_registry():
+    """The real registry: a CIFAR pair built at 32x32 and timed in turn (TF b1, one run), ratios present."""
+    config = model_plan.ModelBenchConfig.for_suite("cifar", models=("EffResNet20",), runtimes=("tf",), batches=(1,),
+                                                   runs=1, rounds=1, warmup=1)
+    result = model_bench.run_model_benchmark(config, log=lambda message: None)
+    assert [(e["model"], e["image_size"], e["status"]) for e in result["results"]] == [
+        ("EffResNet20", 32, "ok"), ("ResNet20", 32, "ok")]
+    assert result["ratios"]["EffResNet20"]["twin"] == "ResNet20"
+    assert result["ratios"]["EffResNet20"]["macs_reduction"] > 4 and result["columns"] == [("tf_b1", "TF b1")]
+
+
 @pytest.fixture(scope="module")
 def model_result():
     messages = []
