@@ -6,6 +6,7 @@ from keras_effconv._paths import check_output_folder
 from keras_effconv.cli.common import add_data_arguments
 from keras_effconv.cli.common import fraction_arg
 from keras_effconv.cli.common import non_negative_float
+from keras_effconv.cli.common import number_arg
 from keras_effconv.cli.common import positive_float
 from keras_effconv.cli.common import positive_int
 from keras_effconv.cli.common import seed_arg
@@ -27,7 +28,8 @@ examples:
       --epochs 30 --batch-size 128 --optimizer sgd --lr 0.1 --label-smoothing 0.1 --output runs/r50
   effconv train --model MobileNetV2 --data tfds:cifar10 --data-dir ~/tensorflow_datasets \\
       --image-size 96,96 --augment randaugment --mixup 0.2 --optimizer adamw --weight-decay 0.05
-  effconv train --model DemoCNN --strategy mirrored --virtual-devices 2   # 2 replicas on one CPU"""
+  effconv train --model DemoCNN --strategy mirrored --virtual-devices 2   # 2 replicas on one CPU
+  effconv train --model EffResNet20 --data tfds:cifar10 --distill-from ResNet20:cifar10 --distill-weight 0.5"""
 
 
 def add_arguments(parser):
@@ -68,6 +70,13 @@ def add_arguments(parser):
                      help="also score the best checkpoint on the validation data with flip test-time "
                      "augmentation (default: %(default)s)")
     opt.add_argument("--label-smoothing", type=fraction_arg, default=0.0, help="label smoothing in [0, 1) (default: 0)")
+    opt.add_argument("--distill-from", metavar="SPEC",
+                     help="knowledge distillation from a frozen teacher: MODEL:PRESET (e.g. ResNet20:cifar10) or a "
+                     ".keras file, with the training data's input shape and classes; it scores each augmented "
+                     "training batch and the targets become (1-A)*labels + A*teacher probabilities (validation "
+                     "keeps the hard labels; not with --loop custom). Report distilled runs separately")
+    opt.add_argument("--distill-weight", type=number_arg(float, 0.0, 1.0, low_open=True), default=0.5, metavar="A",
+                     help="weight A of the teacher's probabilities in the targets, in (0, 1] (default: %(default)s)")
     opt.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
     opt.add_argument("--seed", type=seed_arg, default=0, help="random seed (default: %(default)s)")
     dist = parser.add_argument_group("distribution")
@@ -126,6 +135,8 @@ def config_from_args(args):
         verbose=2 if args.quiet else "auto",
         overwrite=args.overwrite,
         on_bad_image=args.on_bad_image,
+        distill_from=args.distill_from,
+        distill_weight=args.distill_weight,
     )
 
 

@@ -40,6 +40,8 @@ class TrainConfig:
     jit_compile: bool = False
     tta: str = "flip"  # test-time augmentation of the final validation score: "none" or "flip"
     on_bad_image: str = "error"  # undecodable images: "error" (named, before training) or "skip"
+    distill_from: str = None  # teacher: MODEL:PRESET or a .keras file (training.distill); None: no distillation
+    distill_weight: float = 0.5  # A in the targets (1 - A) * y + A * p_teacher, in (0, 1]
     verbose: object = "auto"
     overwrite: bool = False
 
@@ -71,6 +73,9 @@ class TrainConfig:
                 bounds = f"> {low:g}" if name == "lr" else f">= {low:g}" + (f" and < {high:g}" if high else "")
                 kind_name = "an integer" if kind is int else "a number"
                 raise ValueError(f"`{name}` must be {kind_name} {bounds}; received {name}={value!r}")
+        from keras_effconv.training.distill import check_spec
+
+        check_spec(self.distill_from, self.distill_weight)
 
     def default_lr(self):
         return 1e-3 if self.optimizer == "adamw" else 0.1 * self.batch_size / 256

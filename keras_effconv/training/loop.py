@@ -12,6 +12,7 @@ import keras
 from keras_effconv import data as data_lib
 from keras_effconv._paths import check_output_folder
 from keras_effconv._paths import clean_stale_temporaries
+from keras_effconv.training import distill
 from keras_effconv.training import distributed
 from keras_effconv.training import resume
 from keras_effconv.training.callbacks import AtomicCheckpoint
@@ -76,6 +77,9 @@ def train(config, strategy=None, callbacks=(), log=print):
     config.validate()
     check_output_folder(config.output, "output folder")  # before any work, not at the first checkpoint
     strategy = strategy or make_strategy(config.strategy, timeout_seconds=config.worker_timeout)
+    if config.distill_from and distributed.uses_custom_loop(config, strategy):
+        raise ValueError(f"--distill-from {config.distill_from!r} is not supported by the custom training loop "
+                         "(--loop custom, multi-worker runs); use --loop fit on one host")
     chief = is_chief(strategy)
     backup_dir = os.path.join(config.output, "backup")
     tmp_output = None
@@ -126,6 +130,9 @@ def _fit(config, strategy, data, initial_epoch, callbacks, log, backup_dir, chie
     lr = config.lr if config.lr is not None else config.default_lr()
     input_shape = tuple(data.image_size) + (3,)
     custom = distributed.uses_custom_loop(config, strategy)
+    if config.distill_from:  # outside the strategy scope: it runs in the input pipeline, never trained
+        teacher = distill.load_teacher(config.distill_from, input_shape, data.num_classes)
+        train_ds = distill.distill_dataset(train_ds, teacher, config.distill_weight)
 
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
@@ -157,6 +164,7 @@ def _fit(config, strategy, data, initial_epoch, callbacks, log, backup_dir, chie
         f"{data.num_classes} classes) on {data.description}: {data.num_train} train / "
         f"{data.num_validation} validation examples, {config.epochs} epochs x {steps_per_epoch} steps, "
         f"batch {config.batch_size}, {config.optimizer} lr {lr:g}, {strategy.num_replicas_in_sync} replica(s)"
+        + (f", {distill.describe(config.distill_from, config.distill_weight)}" if config.distill_from else "")
     )
     if data.skipped:
         log(data_lib.skipped_message(data.skipped).capitalize())

@@ -51,7 +51,8 @@ def parse_args(recipe, argv=None, description=None):
     train_cli.add_arguments(parser)
     parser.set_defaults(**RECIPES[recipe])
     parser.add_argument("--results", help="merge the result into this JSON file (a results.json beside the recipe)")
-    parser.add_argument("--run-name", help="key of this run in --results (default: MODEL-EPOCHSep-seedSEED)")
+    parser.add_argument("--run-name", help="key of this run in --results (default: MODEL-EPOCHSep-seedSEED, plus "
+                        "-distill-TEACHER-wA with --distill-from)")
     return parser.parse_args(argv)
 
 
@@ -77,6 +78,15 @@ def merge_result(path, key, result):
         os.remove(path + ".lock")
 
 
+def default_run_name(config):
+    """MODEL-EPOCHSep-seedSEED, with -distill-TEACHER-wA for a distilled run (never the plain run's key)."""
+    name = f"{config.model}-{config.epochs}ep-seed{config.seed}"
+    if config.distill_from:
+        teacher = os.path.basename(config.distill_from).removesuffix(".keras").replace(":", "-")
+        name += f"-distill-{teacher}-w{config.distill_weight:g}"
+    return name
+
+
 def run(args, command, log=print):
     """Train with `effconv train`'s loop; returns the result dict (also OUTPUT/result.json)."""
     import numpy as np
@@ -100,6 +110,8 @@ def run(args, command, log=print):
         "input_shape": list(outcome.input_shape),
         "epochs": config.epochs,
         "seed": config.seed,
+        "distill_from": config.distill_from,  # a distilled run is reported apart from the plain ones
+        "distill_weight": config.distill_weight if config.distill_from else None,
         "num_train": outcome.num_train,
         "num_validation": outcome.num_validation,
         "val_accuracy_last": hist["val_accuracy"][-1],
@@ -115,7 +127,7 @@ def run(args, command, log=print):
     with open(os.path.join(config.output, "result.json"), "w") as f:
         json.dump(result, f, indent=2)
     if args.results:
-        merge_result(args.results, args.run_name or f"{config.model}-{config.epochs}ep-seed{config.seed}", result)
+        merge_result(args.results, args.run_name or default_run_name(config), result)
     log(f"{config.model}: val_accuracy {result['val_accuracy_last']:.4f} after {config.epochs} epochs "
         f"(best {result['val_accuracy_best']:.4f} @ {result['best_epoch']}, flip TTA "
         f"{result['val_accuracy_best_flip_tta']}); {result['seconds_per_epoch_median']:.0f} s/epoch")
