@@ -2,13 +2,16 @@
 
 `run_layer_test(make_layer, input_shape, tmp_path)` checks the contract every layer of the package
 meets: complete config and `from_config`; reference, "tf" and "xla" paths with equal outputs and
-gradients (and each run took the path it should: `resolved_implementation`); `.keras` round trip,
-SavedModel and builtins-only TFLite parity; a training step eagerly and under XLA; mixed_float16.
-The pieces are usable alone (`run_paths`, `assert_paths_agree`, `assert_config_complete`, ...).
+gradients (and each run took the path it should: `resolved_implementation`); `.keras` round trip (same
+outputs, same layer config), SavedModel and builtins-only TFLite parity (it returns the TFLite op names
+for further checks); a training step eagerly and under XLA; mixed_float16 (float16 outputs close to
+float32, float32 variables, optionally training steps). The pieces are usable alone (`run_paths`,
+`assert_paths_agree`, `assert_config_complete`, ...).
 """
 
 import contextlib
 import inspect
+import json
 
 import keras
 import numpy as np
@@ -104,6 +107,7 @@ def assert_mixed_precision_close(make_layer, x, atol=5e-2, **call_kwargs):
     half = make_layer()
     y_half = half(x, **call_kwargs)
     assert y_half.dtype == tf.float16
+    assert all(w.dtype == "float32" for w in half.weights), "mixed_float16 variables must stay float32"
     keras.mixed_precision.set_global_policy("float32")
     try:
         full = make_layer()
@@ -135,22 +139,37 @@ def set_random_batchnorm_stats(layer, seed=1):
     return count
 
 
-def run_layer_test(make_layer, input_shape, tmp_path, *, batch=2, call_kwargs=None, rtol=1e-5, export=True,
-                   train=(False, True), mixed_atol=5e-2, batchnorm_stats=False):
-    """The layer contract (see module docstring) for the layers `make_layer()` builds on `input_shape`."""
+def _as_saved(config):
+    """A config as the .keras file stores it (JSON: tuples become lists)."""
+    return json.loads(json.dumps(config))
+
+
+def run_layer_test(make_layer, input_shape, tmp_path, *, batch=2, call_kwargs=None, rtol=1e-5, paths=True,
+                   export=True, train=(False, True), mixed_atol=5e-2, mixed_train=(), batchnorm_stats=False):
+    """The layer contract (see module docstring) for the layers `make_layer()` builds on `input_shape`.
+
+    `paths=False` for layers without alternative paths; `mixed_train`: the jit_compile flags of training
+    steps under mixed_float16. Returns the TFLite op names (empty set when `export=False`).
+    """
     call_kwargs = call_kwargs or {}
     x = helpers.random_input((batch, *input_shape))
     assert_config_complete(make_layer())
-    layer = make_layer()
-    assert_paths_agree(run_paths(layer, x, **call_kwargs), rtol=rtol)
+    if paths:
+        layer = make_layer()
+        layer(tf.constant(x), **call_kwargs)
+        if batchnorm_stats:
+            set_random_batchnorm_stats(layer)
+        assert_paths_agree(run_paths(layer, x, **call_kwargs), rtol=rtol)
     layer = make_layer()
     model = helpers.wrap(layer, input_shape)
     if batchnorm_stats:
         set_random_batchnorm_stats(layer)
-    helpers.assert_keras_roundtrip(model, x, tmp_path)
+    restored = helpers.assert_keras_roundtrip(model, x, tmp_path)
+    assert _as_saved(restored.layers[-1].get_config()) == _as_saved(layer.get_config())
+    ops = set()
     if export:
         helpers.assert_savedmodel_parity(model, x, tmp_path)
-        helpers.assert_tflite_parity(model, x)
+        ops = helpers.assert_tflite_parity(model, x)
     for jit_compile in train:
         model = helpers.wrap(make_layer(), input_shape)
         y = helpers.random_input((batch, *model.output.shape[1:]), seed=1)
@@ -158,3 +177,11 @@ def run_layer_test(make_layer, input_shape, tmp_path, *, batch=2, call_kwargs=No
     if mixed_atol is not None:
         with mixed_float16_policy():
             assert_mixed_precision_close(make_layer, x, atol=mixed_atol, **call_kwargs)
+    for jit_compile in mixed_train:
+        with mixed_float16_policy():
+            layer = make_layer()
+        model = helpers.wrap(layer, input_shape)  # float32 model: no loss scaling skipping the one step
+        y = helpers.random_input((batch, *model.output.shape[1:]), seed=1)
+        helpers.assert_trains(model, x, y, jit_compile)
+        assert layer.compute_dtype == "float16"
+    return ops

@@ -16,7 +16,8 @@ MODELS = applications.available_models()
 # registered model runs the same checks under -m slow, so none can skip them.
 FAMILIES = ["EffResNet18", "EffVGG16", "EffResNet20", "ResNet20", "ChannelNetV1", "DemoCNN", "MobileNetV2",
             "MobileNetV2CIFAR"]
-FAST = ["EffResNet20", "DemoCNN"]  # + round trip, export, jit (XLA compiles dominate: the rest are slow)
+FAST = ["EffResNet20", "DemoCNN"]  # + round trip and export (the rest are slow)
+FAST_JIT = ["DemoCNN"]  # + an XLA training step: its compile dominates (EffResNet20 ~16 s), the rest are slow
 
 
 def _split(fast):
@@ -56,12 +57,17 @@ def test_raw_pixel_contract_matches_explicit_normalisation(name):
 
 
 @pytest.mark.parametrize("name", _split(FAST))
-def test_contract_roundtrip_export_jit(name, tmp_path):
+def test_contract_roundtrip_export(name, tmp_path):
     model, x = _small(name), pixels((2, 32, 32, 3))
     helpers.assert_keras_roundtrip(model, x, tmp_path)
     ops = helpers.assert_tflite_parity(model, x)
     assert "FlexRealDiv" not in ops
     helpers.assert_savedmodel_parity(model, x, tmp_path)
+
+
+@pytest.mark.parametrize("name", _split(FAST_JIT))
+def test_contract_trains_under_xla(name):
+    model, x = _small(name), pixels((2, 32, 32, 3))
     y = keras.utils.to_categorical(np.arange(len(x)) % 3, 3)
     helpers.assert_trains(model, x, y, jit_compile=True, loss="categorical_crossentropy")
 
@@ -89,7 +95,9 @@ def test_twins_are_stored_in_the_registry():
 
 @pytest.mark.parametrize(
     "name, twin, budget",
-    [("EffResNet50", "ResNet50", 0.85e9), ("EffResNet101", "ResNet101", 1.18e9), ("EffVGG16", "VGG16", 15.47e9 / 42)],
+    [("EffResNet50", "ResNet50", 0.85e9),  # the 101-layer and VGG twins take ~4x longer to build: slow run
+     pytest.param("EffResNet101", "ResNet101", 1.18e9, marks=pytest.mark.slow),
+     pytest.param("EffVGG16", "VGG16", 15.47e9 / 42, marks=pytest.mark.slow)],
 )
 def test_paper_budgets_at_224(name, twin, budget):
     macs = count_macs(applications.get_model(name))
@@ -97,10 +105,10 @@ def test_paper_budgets_at_224(name, twin, budget):
     assert count_macs(keras.applications.__dict__[twin](weights=None)) / macs >= 4.5
 
 
-def test_cifar_eff_models_cost_a_quarter_of_their_twins():
-    for depth in (20, 32, 56):
-        twin = count_macs(applications.get_model(f"ResNet{depth}"))
-        assert twin / count_macs(applications.get_model(f"EffResNet{depth}")) >= 4
+@pytest.mark.parametrize("depth", [20, pytest.param(32, marks=pytest.mark.slow), pytest.param(56, marks=pytest.mark.slow)])
+def test_cifar_eff_models_cost_a_quarter_of_their_twins(depth):
+    twin = count_macs(applications.get_model(f"ResNet{depth}"))
+    assert twin / count_macs(applications.get_model(f"EffResNet{depth}")) >= 4
 
 
 def test_mobilenet_v2_cifar_budget_layers_and_feature_levels():
@@ -123,7 +131,7 @@ def test_deterministic_layer_names_follow_keras():
     names = {layer.name for layer in applications.EffResNet50(input_shape=(64, 64, 3), include_top=False).layers}
     assert {"rescaling", "normalization", "conv1_conv", "pool1_pool", "conv2_block1_1_conv", "conv2_block1_0_conv",
             "conv3_block4_out", "conv5_block3_out"} <= names
-    vgg = {layer.name for layer in applications.EffVGG16().layers}
+    vgg = {layer.name for layer in applications.EffVGG16(input_shape=(32, 32, 3)).layers}  # 224: 100M-weight fc1
     assert {"block1_conv1", "block3_conv3", "block5_pool", "fc1", "fc2", "predictions"} <= vgg
 
 

@@ -103,24 +103,13 @@ def test_compute_macs():
     assert layer.projection.connection_ratio == 0.25
 
 
-
-
 @pytest.mark.parametrize("size", [8, 7])
 def test_keras_savedmodel_tflite_static_graph(size, tmp_path):
-    x = helpers.random_input((2, size, size, 16))
-    layer = SpatialBottleneck(16, 2, topology={"blocks": 4, "band": 1})
-    model = helpers.wrap(layer, (size, size, 16))
-    set_random_batchnorm_stats(layer)
-    helpers.assert_keras_roundtrip(model, x, tmp_path)
-    helpers.assert_savedmodel_parity(model, x, tmp_path)
-    ops = helpers.assert_tflite_parity(model, x)
+    ops = run_layer_test(lambda: SpatialBottleneck(16, 2, topology={"blocks": 4, "band": 1}), (size, size, 16),
+                         tmp_path, batchnorm_stats=True, paths=False, train=(), mixed_atol=None)
     assert not {"SHAPE", "PACK"} & ops, ops
     assert "TRANSPOSE_CONV" not in ops and "DEPTHWISE_CONV_2D" in ops  # zero-stuff + depthwise, no dense deconv
     assert "GATHER" not in ops  # block-diagonal projection
-
-
-
-
 
 
 @pytest.mark.parametrize("kwargs,match", [

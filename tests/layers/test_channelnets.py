@@ -1,5 +1,6 @@
-"""ChannelNets layers: numpy reference (dense channel-mixing matrix), reference vs fast path
-(outputs and gradients), config/.keras/SavedModel round trips, TFLite parity, training, fp16."""
+"""ChannelNets layers: numpy reference (dense channel-mixing matrix), the layer-level reference policy
+vs the fast path (outputs and gradients), and the layer contract (tests/harness.py: config, all three
+paths, .keras/SavedModel round trips, TFLite parity without gathers, training, mixed_float16)."""
 
 import keras
 import numpy as np
@@ -10,6 +11,7 @@ from keras_effconv.layers.channelnets import ConvClassifier
 from keras_effconv.layers.channelnets import DepthwiseSeparableChannelWiseConv
 from keras_effconv.layers.channelnets import GroupChannelWiseConv
 from tests import helpers
+from tests.harness import run_layer_test
 
 
 def channel_matrix(kernel, channels, stride):
@@ -153,47 +155,9 @@ IDS = ["gcw", "dwscw", "classifier"]
 
 
 @pytest.mark.parametrize("make,shape", LAYERS, ids=IDS)
-def test_config_keras_roundtrip_and_tflite(make, shape, tmp_path):
-    layer = make()
-    restored = type(layer).from_config(layer.get_config())
-    assert restored.get_config() == layer.get_config()
-    model = helpers.wrap(layer, shape)
-    x = helpers.random_input((2,) + shape)
-    helpers.assert_keras_roundtrip(model, x, tmp_path)
-    ops = helpers.assert_tflite_parity(model, x)
+def test_layer_contract(make, shape, tmp_path):
+    ops = run_layer_test(make, shape, tmp_path, rtol=1e-4)
     assert "GATHER" not in ops and "GATHER_ND" not in ops
-
-
-def test_savedmodel_parity(tmp_path):
-    model = helpers.wrap(GroupChannelWiseConv(2, 8), (6, 6, 16))
-    helpers.assert_savedmodel_parity(model, helpers.random_input((2, 6, 6, 16)), tmp_path)
-
-
-@pytest.mark.parametrize("jit_compile", [False, True])
-@pytest.mark.parametrize("make,shape", LAYERS, ids=IDS)
-def test_training_step(make, shape, jit_compile):
-    model = helpers.wrap(make(), shape)
-    x = helpers.random_input((4,) + shape)
-    y = helpers.random_input((4,) + tuple(model.output_shape[1:]), seed=1)
-    helpers.assert_trains(model, x, y, jit_compile=jit_compile)
-
-
-@pytest.mark.parametrize("make,shape", LAYERS, ids=IDS)
-def test_mixed_float16_forward(make, shape):
-    x = helpers.random_input((2,) + shape)
-    layer32 = make()
-    y32 = layer32(x)
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        layer16 = make()
-        layer16.build((None,) + shape)
-        layer16.set_weights(layer32.get_weights())
-        y16 = layer16(x)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-    assert y16.dtype == tf.float16
-    assert layer16.kernel.dtype == "float32"
-    np.testing.assert_allclose(np.asarray(y16, np.float32), y32, atol=5e-2, rtol=5e-2)
 
 
 @pytest.mark.parametrize(

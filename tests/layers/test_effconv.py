@@ -1,5 +1,5 @@
-"""EffConv2D: structure switch, paths agree, Conv2D compatibility, config, export, training, mixed
-precision, errors."""
+"""EffConv2D: structure switch, Conv2D compatibility, config, the layer contract (tests/harness.py:
+paths agree, export, training, mixed precision), errors."""
 
 import keras
 import numpy as np
@@ -11,9 +11,7 @@ from keras_effconv.layers import SpatialBottleneck
 from keras_effconv.layers import TopologicalConv2D
 from tests import helpers
 from tests.harness import assert_config_complete
-from tests.harness import assert_mixed_precision_close
-from tests.harness import assert_paths_agree
-from tests.harness import set_random_batchnorm_stats
+from tests.harness import run_layer_test
 
 CASES = {
     "sic": dict(filters=16, kernel_size=3, topology={"blocks": 4, "band": 2}),
@@ -29,17 +27,6 @@ INNER = {"sic": SIConv2D, "sic-s2": SIConv2D, "bottleneck": SpatialBottleneck, "
 
 def _layer(case, **overrides):
     return EffConv2D(**{**CASES[case], "bias_initializer": "random_normal", **overrides})
-
-
-@pytest.mark.parametrize("case", ["sic-s2", "bottleneck", "topological",
-                                  pytest.param("sic", marks=pytest.mark.slow), pytest.param("dense", marks=pytest.mark.slow)])
-def test_paths_match_reference(run_paths, case):
-    layer = _layer(case)
-    x = helpers.random_input((2, 8, 8, 16))
-    layer(x)
-    if case.startswith(("sic", "bottleneck")):
-        set_random_batchnorm_stats(layer)
-    assert_paths_agree(run_paths(layer, x, training=False))
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -88,33 +75,20 @@ def test_config_complete_and_round_trip():
     assert clone.depth == 3 and clone.topology == {"blocks": 2, "band": 1} and not clone.use_bias
 
 
-@pytest.mark.parametrize("case", ["sic", "bottleneck", "topological"])
-def test_keras_savedmodel_tflite(case, tmp_path):
-    x = helpers.random_input((2, 8, 8, 16))
-    layer = _layer(case)
-    model = helpers.wrap(layer, (8, 8, 16))
-    if case != "topological":
-        set_random_batchnorm_stats(layer)
-    helpers.assert_keras_roundtrip(model, x, tmp_path)
-    helpers.assert_savedmodel_parity(model, x, tmp_path)
-    ops = helpers.assert_tflite_parity(model, x)
+@pytest.mark.parametrize("case,options", [
+    ("sic-s2", {}),
+    ("bottleneck", dict(train=(False,))),
+    ("topological", dict(train=(False,))),
+    pytest.param("sic", {}, marks=pytest.mark.slow),
+    pytest.param("dense", {}, marks=pytest.mark.slow),
+    pytest.param("bottleneck", {}, marks=pytest.mark.slow, id="bottleneck-jit"),
+])
+def test_layer_contract(case, options, tmp_path):
+    """The harness contract at inference (training=False), BatchNorm with random statistics."""
+    ops = run_layer_test(lambda: _layer(case), (8, 8, 16), tmp_path, call_kwargs={"training": False},
+                         batchnorm_stats=case.startswith(("sic", "bottleneck")), **options)
     if case == "bottleneck":
         assert not {"SHAPE", "PACK"} & ops, ops
-
-
-@pytest.mark.parametrize("case,jit_compile", [("sic-s2", False), ("sic-s2", True), ("bottleneck", False),
-                                              pytest.param("bottleneck", True, marks=pytest.mark.slow)])
-def test_trains(case, jit_compile):
-    model = helpers.wrap(_layer(case), (8, 8, 16))
-    x = helpers.random_input((4, 8, 8, 16))
-    y = helpers.random_input(tuple(model.output.shape[1:]), seed=1)
-    helpers.assert_trains(model, x, np.broadcast_to(y, (4, *y.shape)).copy(), jit_compile)
-
-
-@pytest.mark.parametrize("case", ["sic", "bottleneck", "dense"])
-def test_mixed_float16(mixed_float16, case):
-    kwargs = {} if case == "dense" else {"training": False}
-    assert_mixed_precision_close(lambda: _layer(case), helpers.random_input((2, 8, 8, 16)), **kwargs)
 
 
 @pytest.mark.parametrize("kwargs,match", [

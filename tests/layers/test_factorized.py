@@ -1,4 +1,5 @@
-"""FactorizedConv2D / FactorizedConv3D: executions agree, decomposition of trained convs, export."""
+"""FactorizedConv2D / FactorizedConv3D: executions agree, decomposition of trained convs, TFLite parity of
+every execution, the layer contract (tests/harness.py)."""
 
 import keras
 import numpy as np
@@ -10,6 +11,7 @@ from keras_effconv.layers.factorized import FactorizedConv3D
 from tests import helpers
 from tests.harness import assert_config_complete
 from tests.harness import assert_paths_agree
+from tests.harness import run_layer_test
 
 CASES_2D = [("cp", 4, "factorized"), ("cp", 4, "mobilenet"), ("tucker", (3, 5), "factorized"),
             ("tt", (3, 4, 2), "factorized")]
@@ -112,17 +114,6 @@ def test_from_conv_cp_error_decreases_with_rank():
     np.testing.assert_allclose(layer(x), conv(x), atol=1e-2)
 
 
-def test_keras_and_savedmodel_roundtrip(tmp_path):
-    x = helpers.random_input((2, 8, 8, 4))
-    model = helpers.wrap(FactorizedConv2D(6, 3, (2, 3, 2), "tt", strides=2, activation="relu", seed=0), (8, 8, 4))
-    restored = helpers.assert_keras_roundtrip(model, x, tmp_path)
-    assert restored.layers[-1].get_config() == model.layers[-1].get_config()
-    helpers.assert_savedmodel_parity(model, x, tmp_path)
-    model3 = helpers.wrap(FactorizedConv3D(3, 3, 2, "cp", "mobilenet", seed=0), (5, 6, 4, 2))
-    (tmp_path / "3d").mkdir()
-    helpers.assert_keras_roundtrip(model3, helpers.random_input((2, 5, 6, 4, 2)), tmp_path / "3d")
-
-
 @pytest.mark.parametrize("factorization,rank,execution", CASES_2D + [
     ("cp", 4, "reconstructed"), ("tucker", (3, 5), "reconstructed"), ("tt", (3, 4, 2), "reconstructed")])
 def test_tflite_builtins_parity_2d(factorization, rank, execution):
@@ -139,38 +130,22 @@ def test_tflite_builtins_parity_3d(factorization, execution):
     helpers.assert_tflite_parity(model, helpers.random_input((1, 5, 6, 6, 3)))
 
 
-@pytest.mark.parametrize("jit_compile", [False, True])
-@pytest.mark.parametrize("factorization,execution", [("cp", "factorized"), ("tt", "factorized"),
-                                                          ("cp", "mobilenet")])
-def test_training_step(factorization, execution, jit_compile):
-    model = helpers.wrap(FactorizedConv2D(4, 3, 3, factorization, execution, seed=0), (8, 8, 3))
-    x = helpers.random_input((4, 8, 8, 3))
-    helpers.assert_trains(model, x, helpers.random_input((4, 8, 8, 4), seed=1), jit_compile)
+CONTRACT = {
+    "tt-2d": (lambda: FactorizedConv2D(6, 3, (2, 3, 2), "tt", strides=2, activation="relu", seed=0), (8, 8, 4), {}),
+    "cp-2d": (lambda: FactorizedConv2D(4, 3, 3, "cp", "factorized", seed=0), (8, 8, 3), {}),
+    "cp-mobilenet-2d": (lambda: FactorizedConv2D(6, 3, 4, "cp", "mobilenet", seed=0), (8, 8, 4),
+                        dict(mixed_train=(False, True))),
+    "cp-mobilenet-3d": (lambda: FactorizedConv3D(3, 3, 2, "cp", "mobilenet", seed=0), (5, 6, 4, 2), dict(train=())),
+    "tucker-3d": (lambda: FactorizedConv3D(4, 3, (2, 3), "tucker", seed=0), (4, 6, 6, 3), dict(train=(True,))),
+}
 
 
-def test_training_step_3d_jit():
-    model = helpers.wrap(FactorizedConv3D(4, 3, (2, 3), "tucker", seed=0), (4, 6, 6, 3))
-    x = helpers.random_input((2, 4, 6, 6, 3))
-    helpers.assert_trains(model, x, helpers.random_input((2, 4, 6, 6, 4), seed=1), jit_compile=True)
-
-
-def test_mixed_float16():
-    x = helpers.random_input((2, 8, 8, 4))
-    layer = FactorizedConv2D(6, 3, 4, "cp", dtype="mixed_float16", seed=0)
-    y = layer(x)
-    assert y.dtype == tf.float16 and layer.factors[0].dtype == "float32"
-    ref = FactorizedConv2D(6, 3, 4, "cp", "reconstructed", seed=0)(x)
-    np.testing.assert_allclose(np.array(y, np.float32), ref, atol=2e-2)
-
-
-
-@pytest.mark.parametrize("jit_compile", [False, True])
-def test_mixed_float16_training_step(jit_compile):
-    model = helpers.wrap(FactorizedConv2D(6, 3, 4, "cp", "mobilenet", dtype="mixed_float16", seed=0), (8, 8, 4))
-    x = helpers.random_input((4,) + (8, 8, 4))
-    y = helpers.random_input((4, 8, 8, 6), seed=1)
-    helpers.assert_trains(model, x, y, jit_compile)
-    assert model.layers[-1].compute_dtype == "float16"
+@pytest.mark.parametrize("case", list(CONTRACT))
+def test_layer_contract(case, tmp_path):
+    make, shape, options = CONTRACT[case]
+    ops = run_layer_test(make, shape, tmp_path, rtol=1e-4, **options)
+    if "mobilenet" in case:
+        assert "DEPTHWISE_CONV_2D" in ops or "CONV_3D" in ops, ops
 
 
 def test_compute_macs():

@@ -1,7 +1,7 @@
 """Bad inputs and arguments give a ValueError naming the layer, never an abort or a silent wrong shape.
 
-The issue-16 reproducers run in a fresh subprocess (an abort there fails the test instead of killing
-pytest); the fuzz suite draws layer configurations and inputs (wrong ranks, dtypes, tiny sizes) and
+The issue-16 reproducers run in-process, and under -m slow in a fresh subprocess too (an abort there
+fails the test instead of killing pytest); the fuzz suite (20 draws; 60 under -m slow) draws layer configurations and inputs (wrong ranks, dtypes, tiny sizes) and
 checks that every layer either raises ValueError or matches its reference path and its declared shape.
 """
 
@@ -40,14 +40,23 @@ REPRODUCERS = textwrap.dedent("""
 """)
 
 
-def test_issue16_reproducers_raise_value_errors_in_a_fresh_process():
-    run = subprocess.run([sys.executable, "-c", REPRODUCERS], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, f"exit {run.returncode}: {run.stderr[-2000:]}"
-    lines = run.stdout.strip().splitlines()
+def _assert_reproducer_errors(lines):
     assert len(lines) == 9
     for line in lines:
         assert not line.startswith("no error"), line
         assert "expected ndim=4" in line and "Full shape received" in line, line
+
+
+@pytest.mark.slow  # a fresh interpreter imports TensorFlow (~20 s on 2 cores); the test below runs it in-process
+def test_issue16_reproducers_raise_value_errors_in_a_fresh_process():
+    run = subprocess.run([sys.executable, "-c", REPRODUCERS], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, f"exit {run.returncode}: {run.stderr[-2000:]}"
+    _assert_reproducer_errors(run.stdout.strip().splitlines())
+
+
+def test_issue16_reproducers_raise_value_errors(capsys):
+    exec(compile(REPRODUCERS, "<issue16 reproducers>", "exec"), {})
+    _assert_reproducer_errors(capsys.readouterr().out.strip().splitlines())
 
 
 @pytest.mark.parametrize("make,match", [
@@ -134,9 +143,8 @@ def cases(draw):
     return name, factories[name], shape, dtype
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(cases())
-def test_fuzz_layers_match_reference_or_raise_value_error(case):
+def _check_case(case):
+    """The layer raises ValueError, or its output has the declared shape and equals the reference path."""
     name, make, shape, dtype = case
     x = (np.arange(np.prod(shape)).reshape(shape) % 5 - 2).astype(dtype)
     try:
@@ -152,3 +160,16 @@ def test_fuzz_layers_match_reference_or_raise_value_error(case):
     np.testing.assert_allclose(np.asarray(y), np.asarray(y_ref), rtol=1e-4, atol=1e-4 * max(1.0, np.abs(y_ref).max()),
                                err_msg=name)
     keras.backend.clear_session()
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases())
+def test_fuzz_layers_match_reference_or_raise_value_error(case):
+    _check_case(case)
+
+
+@pytest.mark.slow  # the same property on 3x the draws
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases())
+def test_fuzz_layers_match_reference_or_raise_value_error_long(case):
+    _check_case(case)

@@ -170,13 +170,8 @@ def test_config_complete_and_round_trip():
 @pytest.mark.parametrize("kwargs", [dict(filters=16, topology={"blocks": 4, "band": 2}),
                                     dict(filters=8, strides=2, depth=3)], ids=["identity-band", "s2-dense"])
 def test_keras_savedmodel_tflite(kwargs, tmp_path):
-    x = helpers.random_input((2, 8, 8, 16))
-    layer = SIConv2D(**kwargs)
-    model = helpers.wrap(layer, (8, 8, 16))
-    set_random_batchnorm_stats(layer)
-    helpers.assert_keras_roundtrip(model, x, tmp_path)
-    helpers.assert_savedmodel_parity(model, x, tmp_path)
-    helpers.assert_tflite_parity(model, x)
+    """Export-only contract runs (the full one is test_layer_contract), BatchNorm with random statistics."""
+    run_layer_test(lambda: SIConv2D(**kwargs), (8, 8, 16), tmp_path, batchnorm_stats=True, paths=False, train=(), mixed_atol=None)
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])
@@ -187,8 +182,6 @@ def test_trains(jit_compile):
     moving_mean = np.array(layer.batchnorms[0].moving_mean)
     helpers.assert_trains(model, x, helpers.random_input((4, 4, 4, 8), seed=1), jit_compile)
     assert not np.allclose(moving_mean, layer.batchnorms[0].moving_mean)  # BN ran in training mode
-
-
 
 
 @pytest.mark.parametrize("kwargs,match", [
