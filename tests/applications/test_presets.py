@@ -218,3 +218,18 @@ def test_effconv_train_save_preset_loads_into_the_bare_factory(tmp_path, capsys)
     (tmp_path / "keep" / "notes.txt").write_text("mine")
     assert cli(argv[:-1] + [str(tmp_path / "keep"), "--overwrite"]) == 2
     assert (tmp_path / "keep" / "notes.txt").read_text() == "mine"
+
+
+def test_feature_extractor_on_the_imagenette_preset_gives_trained_c2_to_c5():
+    """The shipped backbone feeds detection/segmentation heads: C2..C5 from declared levels, trained weights."""
+    if "imagenette" not in P.builtin_presets("EffResNet50"):
+        pytest.skip("no imagenette preset shipped")
+    backbone = applications.EffResNet50(weights="imagenette", include_top=False, input_shape=(112, 112, 3))
+    features = applications.feature_extractor(backbone)
+    assert [tuple(o.shape[1:3]) for o in features.outputs] == [(28, 28), (14, 14), (7, 7), (4, 4)]
+    full = applications.EffResNet50(weights="imagenette")
+    trained = {w.path: np.asarray(w) for w in full.weights}
+    shared = [w for w in features.weights if w.path in trained]
+    assert len(shared) == len(features.weights)
+    # Equal to the independently loaded full preset (random initialisations would differ).
+    assert all(np.array_equal(np.asarray(w), trained[w.path]) for w in shared)
