@@ -82,8 +82,10 @@ def test_config_complete(factorization):
 
 
 def _trained_like_conv(cls, shape, filters, kernel_size, **kwargs):
+    """A conv with seeded weights: unseeded, ALS at rank 27 sometimes ends 1e-5 above rank 12 (a flaky test)."""
     conv = (keras.layers.Conv2D if cls is FactorizedConv2D else keras.layers.Conv3D)(
-        filters, kernel_size, bias_initializer="random_normal", **kwargs)
+        filters, kernel_size, kernel_initializer=keras.initializers.GlorotUniform(seed=0),
+        bias_initializer=keras.initializers.RandomNormal(seed=1), **kwargs)
     conv.build(shape)
     return conv
 
@@ -130,12 +132,16 @@ def test_tflite_builtins_parity_3d(factorization, execution):
     helpers.assert_tflite_parity(model, helpers.random_input((1, 5, 6, 6, 3)))
 
 
+# The contract per layer; paths and TFLite that test_reference_tf_xla_paths_agree and the TFLite tests
+# above already check for a case are not repeated here (paths=False / export=False).
 CONTRACT = {
     "tt-2d": (lambda: FactorizedConv2D(6, 3, (2, 3, 2), "tt", strides=2, activation="relu", seed=0), (8, 8, 4), {}),
-    "cp-2d": (lambda: FactorizedConv2D(4, 3, 3, "cp", "factorized", seed=0), (8, 8, 3), {}),
+    "cp-2d": (lambda: FactorizedConv2D(4, 3, 3, "cp", "factorized", seed=0), (8, 8, 3),
+              dict(paths=False, export=False)),
     "cp-mobilenet-2d": (lambda: FactorizedConv2D(6, 3, 4, "cp", "mobilenet", seed=0), (8, 8, 4),
-                        dict(mixed_train=(False, True))),
-    "cp-mobilenet-3d": (lambda: FactorizedConv3D(3, 3, 2, "cp", "mobilenet", seed=0), (5, 6, 4, 2), dict(train=())),
+                        dict(paths=False, export=False, mixed_train=(False, True))),
+    "cp-mobilenet-3d": (lambda: FactorizedConv3D(3, 3, 2, "cp", "mobilenet", seed=0), (5, 6, 4, 2),
+                        dict(paths=False, export=False, train=())),
     "tucker-3d": (lambda: FactorizedConv3D(4, 3, (2, 3), "tucker", seed=0), (4, 6, 6, 3), dict(train=(True,))),
 }
 
@@ -143,9 +149,7 @@ CONTRACT = {
 @pytest.mark.parametrize("case", list(CONTRACT))
 def test_layer_contract(case, tmp_path):
     make, shape, options = CONTRACT[case]
-    ops = run_layer_test(make, shape, tmp_path, rtol=1e-4, **options)
-    if "mobilenet" in case:
-        assert "DEPTHWISE_CONV_2D" in ops or "CONV_3D" in ops, ops
+    run_layer_test(make, shape, tmp_path, rtol=1e-4, **options)
 
 
 def test_compute_macs():
