@@ -42,14 +42,18 @@ def load_bench(bench):
 
 
 def load_results(results, metric="best"):
-    """{model: {"accuracies": [...], "seeds": [...], "macs", "params"}} from the runs of a results JSON."""
+    """{label: {"accuracies": [...], "seeds": [...], "macs", "params", "model"}} from the runs of a
+    results JSON; the label is the model name, with " (distilled)" for runs with `distill_from`."""
     field = METRICS[metric]
     out = {}
     for run in results.get("runs", {}).values():
         if run.get(field) is None:
             continue
-        row = out.setdefault(run["model"], {"accuracies": [], "seeds": [], "macs": run.get("macs"),
-                                            "params": run.get("params")})
+        # Distilled runs are a different recipe: a row of their own, timed as the same model.
+        teacher = run.get("distill_from")
+        label = f"{run['model']} (distilled)" if teacher else run["model"]
+        row = out.setdefault(label, {"accuracies": [], "seeds": [], "macs": run.get("macs"),
+                                     "params": run.get("params"), "model": run["model"]})
         row["accuracies"].append(float(run[field]))
         row["seeds"].append(run.get("seed"))
     return out
@@ -62,7 +66,7 @@ def summarize(bench, results, metric="best"):
     rows = []
     for model, runs in load_results(results, metric).items():
         accs = runs["accuracies"]
-        row = dict(measured.get(model, {}))
+        row = dict(measured.get(runs["model"], {}))
         row.setdefault("macs", runs["macs"])
         row.setdefault("params", runs["params"])
         row.update(model=model, acc_mean=statistics.fmean(accs), acc_spread=(max(accs) - min(accs)) / 2, n=len(accs))

@@ -74,3 +74,13 @@ def test_main_writes_a_png_and_prints_the_table(tmp_path, capsys):
         assert f"| {model} |" in printed
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) > 10_000
+
+
+def test_distilled_runs_get_their_own_row_with_the_models_timings():
+    results = {"runs": {**RESULTS["runs"],
+                        "EffNet-s0-distill": {**_run("EffNet", 0, 0.84), "distill_from": "Net:cifar10"}}}
+    rows = {r["model"]: r for r in plot_cifar.summarize(BENCH, results)}
+    assert rows["EffNet"]["n"] == 2 and rows["EffNet"]["acc_mean"] == pytest.approx(0.81)
+    distilled = rows["EffNet (distilled)"]
+    assert distilled["n"] == 1 and distilled["acc_mean"] == pytest.approx(0.84)
+    assert distilled["tf_b256"] == 60.0 and distilled["macs"] == 9_500_000
