@@ -122,6 +122,11 @@ def exporting():
         _state.exporting = previous
 
 
+def is_exporting():
+    """True inside `exporting()`: layers keep their traced graph to the portable reference ops."""
+    return _state.exporting
+
+
 def resolved_implementations(layer):
     """{layer name: path} of `layer` and every sublayer that has been called (see module docstring)."""
     layers = [layer] + list(layer._flatten_layers(include_self=False, recursive=True))

@@ -66,6 +66,9 @@ def op_category(op_type, name="", layer=None, optimizer=None):
         return f"depthwise {suffix}"
     if kind in ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter"):
         suffix = {"Conv2DBackpropInput": "bwd input", "Conv2DBackpropFilter": "bwd filter"}.get(kind, "fwd")
+        if "FusedConv2D" in op_type and not (layer or {}).get("conv"):
+            # grappler folded a BatchNorm (and ReLU) into the conv and named the op after the BN
+            return f"conv + folded BN {suffix}"
         return f"conv {(layer or {}).get('conv') or '(kernel unknown)'} {suffix}"
     if kind.startswith("FusedBatchNorm") or (layer or {}).get("batchnorm") or (layer is None and _scope_has(name, _BN_SCOPE)):
         return f"batchnorm {direction}"

@@ -62,3 +62,17 @@ def batch_norm_train_fused(x, gamma, beta, epsilon):
     # The op divides by max(n - 1, 1); for n = 1 both variances are 0.
     variance = corrected * ((n - 1.0) / n)
     return y, mean, variance
+
+
+def batch_norm_infer_fused(x, gamma, beta, mean, variance, epsilon):
+    """Inference-mode BN with the moving statistics as one FusedBatchNormV3 (x: 4-D NHWC, computed in
+    float32). Grappler can fold it into the convolution before it; Keras' composite is two passes."""
+    if x.shape.rank != 4:
+        raise ValueError(f"`x` must be a 4-D NHWC tensor; received x.shape={tuple(x.shape)!r}")
+    x = tf.cast(x, tf.float32)
+    gamma, beta = _scale_offset(x, gamma, beta)
+    y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+        x, gamma, beta, mean=tf.cast(mean, tf.float32), variance=tf.cast(variance, tf.float32),
+        epsilon=epsilon, data_format="NHWC", is_training=False,
+    )
+    return y

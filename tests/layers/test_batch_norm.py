@@ -1,5 +1,8 @@
 """FusedBatchNormalization: the fused training step equals Keras' BatchNormalization (outputs, gradients,
-moving statistics; float32, mixed_float16, XLA); inference and every unsupported case are Keras' own path."""
+moving statistics; float32, mixed_float16, XLA); fused inference equals Keras' and stays out of exports
+and XLA; every unsupported case is Keras' own path."""
+
+import contextlib
 
 import keras
 import numpy as np
@@ -95,19 +98,38 @@ def test_training_step_equals_keras(policy, jit):
     assert not np.allclose(fused.moving_variance, before)
 
 
-def test_inference_and_frozen_layers_are_keras_batchnorm():
+def _ops(fn, x):
+    return {op.type for op in tf.function(fn).get_concrete_function(x).graph.get_operations()}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "mixed_float16"])
+def test_inference_and_frozen_layers_equal_keras_batchnorm(dtype):
+    with harness.mixed_float16_policy() if dtype == "mixed_float16" else contextlib.nullcontext():
+        x = _input()
+        fused, reference = _pair(x)
+        rtol = 1e-5 if dtype == "float32" else 2e-3
+        _close(fused(x, training=False), reference(x, training=False), rtol, "inference")
+        assert fused(x, training=False).dtype == reference(x, training=False).dtype
+        assert fused.resolved_implementation is None
+        fused.trainable = reference.trainable = False  # frozen: moving statistics even with training=True
+        _close(fused(x, training=True), reference(x, training=True), rtol, "frozen")
+        assert fused.resolved_implementation is None
+
+
+def test_inference_is_fused_on_the_tf_runtime_and_keras_ops_in_exports_and_xla():
+    from keras_effconv import implementation
+
     x = _input()
     fused, reference = _pair(x)
-    np.testing.assert_array_equal(fused(x, training=False), reference(x, training=False))
-    assert fused.resolved_implementation is None
-    fused.trainable = reference.trainable = False
-    np.testing.assert_array_equal(fused(x, training=True), reference(x, training=True))
-    assert fused.resolved_implementation is None
-    graph = tf.function(lambda t: fused(t, training=False)).get_concrete_function(x).graph
-    assert not any(op.type.startswith("FusedBatchNorm") for op in graph.get_operations())
-    fused.trainable = True
-    graph = tf.function(lambda t: fused(t, training=True)).get_concrete_function(x).graph
-    assert any(op.type == "FusedBatchNormV3" for op in graph.get_operations())
+    assert "FusedBatchNormV3" in _ops(lambda t: fused(t, training=False), x)
+    with implementation.exporting():
+        exported = _ops(lambda t: fused(t, training=False), x)
+    assert not any(op.startswith("FusedBatchNorm") for op in exported)
+    with implementation.implementation("reference"):
+        assert not any(op.startswith("FusedBatchNorm") for op in _ops(lambda t: fused(t, training=False), x))
+    xla = tf.function(lambda t: fused(t, training=False), jit_compile=True)
+    _close(xla(x), reference(x, training=False), 1e-5, "xla inference")
+    assert "FusedBatchNormV3" in _ops(lambda t: fused(t, training=True), x)
 
 
 @pytest.mark.parametrize("shape,kwargs", [
@@ -151,7 +173,9 @@ def test_weight_files_are_interchangeable_with_keras_batchnorm(tmp_path):
     source.save_weights(tmp_path / "model.weights.h5")
     target.load_weights(tmp_path / "model.weights.h5")
     x = _input()
-    np.testing.assert_array_equal(target(x), source(x))
+    for a, b in zip(target.weights, source.weights):
+        np.testing.assert_array_equal(a, b)
+    _close(target(x), source(x), 1e-5, "loaded model")
     assert keras.saving.get_registered_name(type(target.get_layer("a"))) == "keras_effconv>FusedBatchNormalization"
 
 
