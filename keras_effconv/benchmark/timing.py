@@ -74,12 +74,13 @@ def measure(fn, runs=10, warmup=2):
 
 @dataclasses.dataclass
 class InTurn:
-    """`measure_in_turn`'s answer: {name: Timing or the exception its calls raised}, and the wall and
-    CPU seconds (this process) each name's calls took, warm-up included."""
+    """`measure_in_turn`'s answer: {name: Timing or the exception its calls raised}, the wall and
+    CPU seconds (this process) each name's calls took, warm-up included, and the CPU ms per timed call."""
 
     timings: dict
     wall_s: dict
     cpu_s: dict
+    cpu_ms: dict  # {name: process CPU ms of each timed call}, in the order of the Timing's samples
 
 
 def measure_in_turn(fns, runs=10, warmup=2, rounds=1):
@@ -95,7 +96,8 @@ def measure_in_turn(fns, runs=10, warmup=2, rounds=1):
             raise ValueError(f"`{name}` must be >= 1 (the first warm-up call traces/compiles); received {name}={value!r}")
     per_round = -(-runs // rounds)
     wall, cpu = dict.fromkeys(fns, 0.0), dict.fromkeys(fns, 0.0)
-    failed, first, samples = {}, {}, {name: [] for name in fns}
+    failed, first = {}, {}
+    samples, cpu_ms = {name: [] for name in fns}, {name: [] for name in fns}
 
     def call(name):
         start, cpu_start = time.perf_counter(), time.process_time()
@@ -103,15 +105,14 @@ def measure_in_turn(fns, runs=10, warmup=2, rounds=1):
             fns[name]()
         except Exception as error:  # noqa: BLE001 - one failing callable must not stop the others
             failed[name] = error
-        elapsed = time.perf_counter() - start
+        elapsed, cpu_elapsed = time.perf_counter() - start, time.process_time() - cpu_start
         wall[name] += elapsed
-        cpu[name] += time.process_time() - cpu_start
-        return elapsed
+        cpu[name] += cpu_elapsed
+        return elapsed, cpu_elapsed
 
     for name in fns:
         for _ in range(warmup):
-            elapsed = call(name)
-            first.setdefault(name, elapsed)
+            first.setdefault(name, call(name)[0])
             if name in failed:
                 break
     order = list(fns)
@@ -120,32 +121,28 @@ def measure_in_turn(fns, runs=10, warmup=2, rounds=1):
             for _ in range(per_round):
                 if name in failed:
                     break
-                samples[name].append(call(name))
+                elapsed, cpu_elapsed = call(name)
+                samples[name].append(elapsed)
+                cpu_ms[name].append(cpu_elapsed * 1e3)
     timings = {
         name: failed.get(name) or Timing.from_samples(samples[name], warmup=warmup, first_call_s=first[name])
         for name in fns
     }
-    return InTurn(timings, wall, cpu)
+    return InTurn(timings, wall, cpu, cpu_ms)
 
 
 def interleaved_median_ms(fn_a, args_a, fn_b, args_b, runs, warmup):
-    """Median wall and process-CPU ms of `runs` warm runs of two functions, interleaved run by run
-    so that both see the same machine load (the dev machine is shared). Returns
+    """Median wall and process-CPU ms of `runs` warm runs of two functions, timed in turn run by run
+    (`measure_in_turn` with one run per round) so that both see the same machine load. Returns
     ``(wall_a, wall_b, cpu_a, cpu_b)``; CPU time is less sensitive to other processes (but counts
-    the worker threads' spin-waits). Each call ends with a host sync."""
-    for _ in range(warmup):
-        sync(fn_a(*args_a))
-        sync(fn_b(*args_b))
-    wall = ([], [])
-    cpu = ([], [])
-    for _ in range(runs):
-        for i, (fn, args) in enumerate(((fn_a, args_a), (fn_b, args_b))):
-            start, start_cpu = time.perf_counter(), time.process_time()
-            sync(fn(*args))
-            wall[i].append((time.perf_counter() - start) * 1e3)
-            cpu[i].append((time.process_time() - start_cpu) * 1e3)
-    return (statistics.median(wall[0]), statistics.median(wall[1]),
-            statistics.median(cpu[0]), statistics.median(cpu[1]))
+    the worker threads' spin-waits). Each call ends with a host sync; an error is raised."""
+    measured = measure_in_turn({"a": lambda: sync(fn_a(*args_a)), "b": lambda: sync(fn_b(*args_b))},
+                               runs=runs, warmup=warmup, rounds=runs)
+    for result in measured.timings.values():
+        if isinstance(result, BaseException):
+            raise result
+    return (measured.timings["a"].median_ms, measured.timings["b"].median_ms,
+            statistics.median(measured.cpu_ms["a"]), statistics.median(measured.cpu_ms["b"]))
 
 
 def configure_threads(threads=None):

@@ -66,8 +66,23 @@ def test_measure_in_turn_alternates_rounds_and_isolates_errors():
     assert measured.timings["A"].runs == measured.timings["B"].runs == 4
     assert isinstance(measured.timings["C"], RuntimeError)
     assert set(measured.wall_s) == set(fns) and all(v >= 0 for v in measured.cpu_s.values())
+    assert len(measured.cpu_ms["A"]) == 4 and all(v >= 0 for v in measured.cpu_ms["A"])
     with pytest.raises(ValueError, match="rounds=0"):
         timing.measure_in_turn(fns, rounds=0)
+
+
+def test_interleaved_median_ms_times_two_functions_in_turn_and_raises_errors():
+    calls = []
+    wall_a, wall_b, cpu_a, cpu_b = timing.interleaved_median_ms(
+        lambda v: calls.append(("a", v)) or 1.0, (1,), lambda v: calls.append(("b", v)) or 2.0, (2,), runs=3, warmup=1)
+    assert calls == [("a", 1), ("b", 2), ("a", 1), ("b", 2), ("b", 2), ("a", 1), ("a", 1), ("b", 2)]
+    assert min(wall_a, wall_b, cpu_a, cpu_b) >= 0
+
+    def boom():
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        timing.interleaved_median_ms(boom, (), lambda: 1.0, (), runs=1, warmup=1)
 
 
 def test_format_table_aligns_columns():
