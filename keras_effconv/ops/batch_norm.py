@@ -27,6 +27,16 @@ def _scale_offset(x, gamma, beta):
     return gamma, beta
 
 
+def _fused_operands(x, gamma, beta, epsilon):
+    """x in float32 and gamma / beta (1 and 0 for None), after the checks the fused op needs."""
+    if x.shape.rank != 4:
+        raise ValueError(f"`x` must be a 4-D NHWC tensor; received x.shape={tuple(x.shape)!r}")
+    if epsilon < MIN_FUSED_EPSILON:
+        raise ValueError(f"`epsilon` must be >= {MIN_FUSED_EPSILON} for the fused op; received epsilon={epsilon!r}")
+    x = tf.cast(x, tf.float32)
+    return (x, *_scale_offset(x, gamma, beta))
+
+
 def _values_per_channel(x):
     """n = N * H * W as float32 (static when the shape is known: no SHAPE ops in the graph)."""
     lead = x.shape[:-1]
@@ -49,12 +59,7 @@ def batch_norm_train_reference(x, gamma, beta, epsilon):
 
 def batch_norm_train_fused(x, gamma, beta, epsilon):
     """The same as `batch_norm_train_reference` with one FusedBatchNormV3 (x: 4-D NHWC)."""
-    if x.shape.rank != 4:
-        raise ValueError(f"`x` must be a 4-D NHWC tensor; received x.shape={tuple(x.shape)!r}")
-    if epsilon < MIN_FUSED_EPSILON:
-        raise ValueError(f"`epsilon` must be >= {MIN_FUSED_EPSILON} for the fused op; received epsilon={epsilon!r}")
-    x = tf.cast(x, tf.float32)
-    gamma, beta = _scale_offset(x, gamma, beta)
+    x, gamma, beta = _fused_operands(x, gamma, beta, epsilon)
     y, mean, corrected = tf.compat.v1.nn.fused_batch_norm(
         x, gamma, beta, epsilon=epsilon, data_format="NHWC", is_training=True
     )
@@ -67,10 +72,7 @@ def batch_norm_train_fused(x, gamma, beta, epsilon):
 def batch_norm_infer_fused(x, gamma, beta, mean, variance, epsilon):
     """Inference-mode BN with the moving statistics as one FusedBatchNormV3 (x: 4-D NHWC, computed in
     float32). Grappler can fold it into the convolution before it; Keras' composite is two passes."""
-    if x.shape.rank != 4:
-        raise ValueError(f"`x` must be a 4-D NHWC tensor; received x.shape={tuple(x.shape)!r}")
-    x = tf.cast(x, tf.float32)
-    gamma, beta = _scale_offset(x, gamma, beta)
+    x, gamma, beta = _fused_operands(x, gamma, beta, epsilon)
     y, _, _ = tf.compat.v1.nn.fused_batch_norm(
         x, gamma, beta, mean=tf.cast(mean, tf.float32), variance=tf.cast(variance, tf.float32),
         epsilon=epsilon, data_format="NHWC", is_training=False,

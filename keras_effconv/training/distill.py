@@ -94,4 +94,3 @@ def distill_dataset(dataset, teacher, weight):
 
 def describe(spec, weight):
     return f"distilled from {spec} (weight {weight:g})"
-
