@@ -48,6 +48,10 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             and mask is None and not self.renorm and not self.synchronized
         )
 
+    def _affine(self):
+        """(gamma, beta), None for the ones the layer does not learn (scale=False / center=False)."""
+        return self.gamma if self.scale else None, self.beta if self.center else None
+
     def _fuse_inference(self, inputs, mask):
         """Inference through the fused op on the TF runtime only: XLA fuses Keras' composite itself,
         and exports (`implementation.exporting()`) keep Keras' ops, so they stay as before."""
@@ -60,8 +64,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             self.resolved_implementation = None
             if self._fuse_inference(inputs, mask):
                 y = bn_ops.batch_norm_infer_fused(
-                    inputs, self.gamma if self.scale else None, self.beta if self.center else None,
-                    self.moving_mean, self.moving_variance, self.epsilon,
+                    inputs, *self._affine(), self.moving_mean, self.moving_variance, self.epsilon
                 )
                 return keras.ops.cast(y, self.compute_dtype)
             return super().call(inputs, training=training, mask=mask)
@@ -69,9 +72,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         self.resolved_implementation = path
         if path == "reference":
             return super().call(inputs, training=training, mask=mask)
-        y, mean, variance = bn_ops.batch_norm_train_fused(
-            inputs, self.gamma if self.scale else None, self.beta if self.center else None, self.epsilon
-        )
+        y, mean, variance = bn_ops.batch_norm_train_fused(inputs, *self._affine(), self.epsilon)
         moving_mean = keras.ops.cast(self.moving_mean, mean.dtype)
         moving_variance = keras.ops.cast(self.moving_variance, variance.dtype)
         self.moving_mean.assign(moving_mean * self.momentum + mean * (1.0 - self.momentum))
