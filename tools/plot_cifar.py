@@ -5,8 +5,8 @@ latency, training step b128) and a markdown table, from a bench JSON and the rec
     effconv bench --suite cifar --json bench_cifar.json
     python tools/plot_cifar.py --bench bench_cifar.json --results recipes/cifar10/results.json --output cifar.png
 
-One point per model: the mean validation accuracy over its runs (seeds), the error bar half the
-min-max range when there are several. The panels' batch sizes come from the bench run's config
+One point per model and epoch budget (distilled runs apart): the mean validation accuracy over its
+runs (seeds), the error bar half the min-max range when there are several. The panels' batch sizes come from the bench run's config
 (LiteRT: its smallest batch, TF: its largest, training: its batch), so another run is labelled
 right. Needs matplotlib (the `plot` extra: pip install -e '.[plot]'); reads JSON only, no TensorFlow.
 """
@@ -43,15 +43,17 @@ def load_bench(bench):
 
 def load_results(results, metric="best"):
     """{label: {"accuracies": [...], "seeds": [...], "macs", "params", "model"}} from the runs of a
-    results JSON; the label is the model name, with " (distilled)" for runs with `distill_from`."""
+    results JSON. Runs pool (as seeds) only under the same model, epoch budget and recipe: the label is
+    the model name plus "(N ep)" or "(N ep, distilled)" (distilled runs: those with `distill_from`)."""
     field = METRICS[metric]
     out = {}
     for run in results.get("runs", {}).values():
         if run.get(field) is None:
             continue
-        # Distilled runs are a different recipe: a row of their own, timed as the same model.
-        teacher = run.get("distill_from")
-        label = f"{run['model']} (distilled)" if teacher else run["model"]
+        # Another budget or a distilled run is a different recipe: a row of its own, timed as the same model.
+        tags = [f"{run['epochs']} ep"] if run.get("epochs") else []
+        tags += ["distilled"] if run.get("distill_from") else []
+        label = f"{run['model']} ({', '.join(tags)})" if tags else run["model"]
         row = out.setdefault(label, {"accuracies": [], "seeds": [], "macs": run.get("macs"),
                                      "params": run.get("params"), "model": run["model"]})
         row["accuracies"].append(float(run[field]))

@@ -362,3 +362,17 @@ def test_package_layer_macs_match_tf_profiler(make):
     model = keras.Model(inputs := keras.Input(shape), layer(inputs))
     _, by_type = profiler_flops(model, shape)
     assert sum(v for k, v in by_type.items() if k in MAC_OP_TYPES) == 2 * layer.compute_macs((None, *shape)), by_type
+
+
+def test_cifar_pair_matches_tf_profiler_at_the_issue_budget():
+    """EffResNet20 / ResNet20 (32x32, with their preprocessing layers): count_macs equals the profiler's
+    conv/matmul flops / 2 exactly, and the Eff model has >= 4x fewer MACs."""
+    from keras_effconv import applications
+
+    macs = {}
+    for name in ("EffResNet20", "ResNet20"):
+        model = applications.get_model(name, input_shape=(32, 32, 3), classes=10)
+        _, by_type = profiler_flops(model, (32, 32, 3))
+        macs[name] = count_macs(model)
+        assert sum(v for k, v in by_type.items() if k in MAC_OP_TYPES) == 2 * macs[name], (name, by_type)
+    assert macs["ResNet20"] / macs["EffResNet20"] >= 4.0, macs

@@ -48,7 +48,7 @@ def test_summary_and_markdown_table():
     columns = plot_cifar.bench_columns(BENCH)
     assert columns == [("litert_b1", "LiteRT b1"), ("tf_b256", "TF b256"), ("train_b128", "train b128")]
     rows = plot_cifar.summarize(BENCH, RESULTS)
-    assert [r["model"] for r in rows] == ["Unbenched", "EffNet", "Mobile", "Net"]  # by MACs
+    assert [r["model"] for r in rows] == ["Unbenched", "EffNet (10 ep)", "Mobile (10 ep)", "Net (10 ep)"]  # by MACs
     eff = rows[1]
     assert eff["n"] == 2 and eff["acc_mean"] == pytest.approx(0.81) and eff["acc_spread"] == pytest.approx(0.01)
     assert eff["macs"] == 9_500_000 and eff["tf_b256"] == 60.0  # the bench's numbers win over the results'
@@ -56,8 +56,8 @@ def test_summary_and_markdown_table():
     assert table[0] == ("| model | MACs | params | val acc (mean ± spread, n) | LiteRT b1 ms | TF b256 ms "
                         "| train b128 ms |")
     assert len(table) == 2 + len(rows)
-    assert "| EffNet | 9.5 M | 95 k | 81.00 ± 1.00 % (2 seeds) | 0.40 | 60.00 | 300 |" in table
-    assert "| Mobile | 28.0 M | 280 k | 78.00 ± 0.00 % (1 seed) | 0.90 | 120 | n/a |" in table  # errored cell
+    assert "| EffNet (10 ep) | 9.5 M | 95 k | 81.00 ± 1.00 % (2 seeds) | 0.40 | 60.00 | 300 |" in table
+    assert "| Mobile (10 ep) | 28.0 M | 280 k | 78.00 ± 0.00 % (1 seed) | 0.90 | 120 | n/a |" in table  # errored cell
     assert any(line.startswith("| Unbenched | 5.0 M |") and line.endswith("| n/a | n/a | n/a |") for line in table)
     tta = plot_cifar.summarize(BENCH, RESULTS, metric="flip_tta")
     assert "Unbenched" not in [r["model"] for r in tta]  # no flip-TTA accuracy recorded for it
@@ -70,7 +70,7 @@ def test_main_writes_a_png_and_prints_the_table(tmp_path, capsys):
     results.write_text(json.dumps(RESULTS))
     assert plot_cifar.main(["--bench", str(bench), "--results", str(results), "--output", str(out)]) == 0
     printed = capsys.readouterr().out
-    for model in ("EffNet", "Net", "Mobile", "Unbenched"):
+    for model in ("EffNet (10 ep)", "Net (10 ep)", "Mobile (10 ep)", "Unbenched"):
         assert f"| {model} |" in printed
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) > 10_000
@@ -80,7 +80,15 @@ def test_distilled_runs_get_their_own_row_with_the_models_timings():
     results = {"runs": {**RESULTS["runs"],
                         "EffNet-s0-distill": {**_run("EffNet", 0, 0.84), "distill_from": "Net:cifar10"}}}
     rows = {r["model"]: r for r in plot_cifar.summarize(BENCH, results)}
-    assert rows["EffNet"]["n"] == 2 and rows["EffNet"]["acc_mean"] == pytest.approx(0.81)
-    distilled = rows["EffNet (distilled)"]
+    assert rows["EffNet (10 ep)"]["n"] == 2 and rows["EffNet (10 ep)"]["acc_mean"] == pytest.approx(0.81)
+    distilled = rows["EffNet (10 ep, distilled)"]
     assert distilled["n"] == 1 and distilled["acc_mean"] == pytest.approx(0.84)
     assert distilled["tf_b256"] == 60.0 and distilled["macs"] == 9_500_000
+
+
+def test_runs_of_another_epoch_budget_are_not_pooled_with_the_10_epoch_seeds():
+    results = {"runs": {**RESULTS["runs"], "EffNet-36ep-s0": {**_run("EffNet", 0, 0.90), "epochs": 36}}}
+    rows = {r["model"]: r for r in plot_cifar.summarize(BENCH, results)}
+    assert rows["EffNet (10 ep)"]["n"] == 2 and rows["EffNet (10 ep)"]["acc_mean"] == pytest.approx(0.81)
+    assert rows["EffNet (36 ep)"]["n"] == 1 and rows["EffNet (36 ep)"]["acc_mean"] == pytest.approx(0.90)
+    assert rows["EffNet (36 ep)"]["train_b128"] == 300.0
