@@ -108,8 +108,7 @@ def plot(rows, columns, path, metric="best"):
         for r in points:
             x, y = r[key] * scale, 100 * r["acc_mean"]
             ax.errorbar(x, y, yerr=100 * r["acc_spread"] if r["n"] > 1 else None, fmt="o", capsize=3,
-                        color=colors[r["model"]])
-            ax.annotate(r["model"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+                        color=colors[r["model"]], label=r["model"])
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
@@ -118,8 +117,11 @@ def plot(rows, columns, path, metric="best"):
         ax.grid(True, which="both", alpha=0.3)
         if not points:
             ax.set_title("(not measured)", fontsize=9)
+    # One legend, not per-point labels: runs of one model at several budgets share an x and would overlap.
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, max(1, len(labels))), fontsize=8)
     fig.suptitle("CIFAR-10 validation accuracy vs cost (mean over seeds; bars: half the min-max range)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.02 + 0.025 * ((len(labels) + 2) // 3), 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
