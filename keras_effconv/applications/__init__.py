@@ -1,7 +1,7 @@
 """Model factories in the style of keras.applications, and presets in the keras-hub layout.
 
 ImageNet-size: EffResNet18/34/50/101/152, EffVGG16/19, ChannelNetV1 (and their keras twins via
-`get_model`). CIFAR-size: ResNet20/32/56, EffResNet20/32/56, MobileNetV2CIFAR, DemoCNN. `get_model(name, **kwargs)`
+`get_model`). CIFAR-size: ResNet20/32/56, EffResNet20/32/56, EffSICNet8/11, MobileNetV2CIFAR, DemoCNN. `get_model(name, **kwargs)`
 builds any of them. Every factory takes raw RGB in [0, 255] (`include_preprocessing=True`) and
 `weights=` as a preset name, a preset directory (`save_preset`), a `.weights.h5` path or a URL.
 """
@@ -31,5 +31,7 @@ from keras_effconv.applications.resnet import EffResNet34
 from keras_effconv.applications.resnet import EffResNet50
 from keras_effconv.applications.resnet import EffResNet101
 from keras_effconv.applications.resnet import EffResNet152
+from keras_effconv.applications.sic_cifar import EffSICNet8
+from keras_effconv.applications.sic_cifar import EffSICNet11
 from keras_effconv.applications.vgg import EffVGG16
 from keras_effconv.applications.vgg import EffVGG19

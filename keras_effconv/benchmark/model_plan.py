@@ -28,9 +28,9 @@ SUITES = {
         description="EffResNet50/101, EffVGG16 and their twins, MobileNetV2, EfficientNetB0 at --image-size",
     ),
     "cifar": Suite(
-        models=("EffResNet20", "EffResNet56", "MobileNetV2CIFAR"),
+        models=("EffResNet20", "EffResNet56", "EffSICNet8", "EffSICNet11", "MobileNetV2CIFAR"),
         defaults=dict(batches=(1, 256), litert_batches=(1,), runtimes=("tf", "litert", "train"), train_batch=128),
-        description="EffResNet20/56 and their twins ResNet20/56, MobileNetV2CIFAR at 32x32: TF b1 and b256, "
+        description="EffResNet20/56 and their twins ResNet20/56, EffSICNet8/11, MobileNetV2CIFAR at 32x32: TF b1 and b256, "
                     "LiteRT b1, train b128",
     ),
 }

@@ -172,8 +172,19 @@ def command_line(args):
     return shlex.join(words)
 
 
-def save_preset(args, config, result):
-    """Write the best checkpoint of `result` as a preset at --save-preset, with its measured accuracy."""
+def check_save_preset(args):
+    """Refuse a --save-preset folder that is neither new, empty nor a preset, before any training."""
+    if args.save_preset:
+        from keras_effconv.applications.presets import is_preset_dir
+
+        check_output_folder(args.save_preset, "--save-preset", allow_non_empty=is_preset_dir(args.save_preset),
+                            fix="give a new folder (or an existing preset, which is replaced)")
+
+
+def save_preset(args, config, result, command=None, **metadata):
+    """Write the best checkpoint of `result` as a preset at --save-preset, with its measured accuracy;
+    `command`: the training command recorded (default: the `effconv train` equivalent of `args`),
+    `metadata`: extra metadata.json entries."""
     import json
     import os
 
@@ -192,18 +203,15 @@ def save_preset(args, config, result):
     preset = applications.save_preset(
         model, args.save_preset, overwrite=True, dataset=config.data,
         accuracy=best.get("val_accuracy" if measured_on_validation else "accuracy"), accuracy_split=split,
-        training_command=command_line(args), class_names=result.class_names, checkpoint=result.best_path,
+        training_command=command or command_line(args), class_names=result.class_names,
+        checkpoint=result.best_path, **metadata,
     )
     print(f"  preset:                   {preset.path}  (load with {config.model}(weights={preset.path!r}))")
 
 
 def run(args, callbacks=()):
     check_output_folder(args.output, "--output")
-    if args.save_preset:
-        from keras_effconv.applications.presets import is_preset_dir
-
-        check_output_folder(args.save_preset, "--save-preset", allow_non_empty=is_preset_dir(args.save_preset),
-                            fix="give a new folder (or an existing preset, which is replaced)")
+    check_save_preset(args)
     setup_devices(args.virtual_devices)
     from keras_effconv import training
 

@@ -87,8 +87,15 @@ def default_run_name(config):
     return name
 
 
+def preset_metadata(result):
+    """The entries of a run's record that a preset's metadata.json repeats."""
+    keys = ("epochs", "seed", "macs", "distill_from", "distill_weight", "seconds_per_epoch_median", "wall_seconds")
+    return {"flip_tta_accuracy": result["val_accuracy_best_flip_tta"], **{k: result[k] for k in keys}}
+
+
 def run(args, command, log=print):
-    """Train with `effconv train`'s loop; returns the result dict (also OUTPUT/result.json)."""
+    """Train with `effconv train`'s loop; returns the result dict (also OUTPUT/result.json), and with
+    --save-preset writes the best checkpoint as a preset."""
     import numpy as np
 
     from keras_effconv import training
@@ -96,6 +103,7 @@ def run(args, command, log=print):
     from keras_effconv.cli import train as train_cli
 
     config = train_cli.config_from_args(args)
+    train_cli.check_save_preset(args)
     start = time.perf_counter()
     outcome = training.train(config, log=log)
     wall = time.perf_counter() - start
@@ -128,6 +136,8 @@ def run(args, command, log=print):
         json.dump(result, f, indent=2)
     if args.results:
         merge_result(args.results, args.run_name or default_run_name(config), result)
+    if args.save_preset:  # the best checkpoint, with what this record says of it
+        train_cli.save_preset(args, config, outcome, command=command, **preset_metadata(result))
     log(f"{config.model}: val_accuracy {result['val_accuracy_last']:.4f} after {config.epochs} epochs "
         f"(best {result['val_accuracy_best']:.4f} @ {result['best_epoch']}, flip TTA "
         f"{result['val_accuracy_best_flip_tta']}); {result['seconds_per_epoch_median']:.0f} s/epoch")

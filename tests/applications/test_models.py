@@ -15,7 +15,7 @@ MODELS = applications.available_models()
 # One model per family runs each contract check in the default suite (32x32 inputs); every other
 # registered model runs the same checks under -m slow, so none can skip them.
 FAMILIES = ["EffResNet18", "EffVGG16", "EffResNet20", "ResNet20", "ChannelNetV1", "DemoCNN", "MobileNetV2",
-            "MobileNetV2CIFAR"]
+            "MobileNetV2CIFAR", "EffSICNet8"]
 FAST = ["EffResNet20", "DemoCNN"]  # + round trip and export (the rest are slow)
 FAST_JIT = ["DemoCNN"]  # + an XLA training step: its compile dominates (EffResNet20 ~16 s), the rest are slow
 
@@ -109,6 +109,22 @@ def test_paper_budgets_at_224(name, twin, budget):
 def test_cifar_eff_models_cost_a_quarter_of_their_twins(depth):
     twin = count_macs(applications.get_model(f"ResNet{depth}"))
     assert twin / count_macs(applications.get_model(f"EffResNet{depth}")) >= 4
+
+
+@pytest.mark.parametrize("name, widths, steps, macs", [("EffSICNet8", (64, 256, 256), 2, 10.72e6),
+                                                        ("EffSICNet11", (96, 256, 512), 3, 28.39e6)])
+def test_sic_cifar_nets_layout_and_budget(name, widths, steps, macs):
+    """Three pooled stages (32 -> 4x4) of a transition step + SIConv2D(depth=steps - 1) at `widths`."""
+    from keras_effconv.layers import SIConv2D
+
+    model = applications.get_model(name)
+    assert count_macs(model) == pytest.approx(macs, rel=1e-3)
+    assert count_macs(applications.ResNet20()) / count_macs(model) >= (3.5 if name == "EffSICNet8" else 1.4)
+    sics = [layer for layer in model.layers if isinstance(layer, SIConv2D)]
+    assert [(s.filters, s.depth) for s in sics] == [(w, steps - 1) for w in widths]
+    pools = [model.get_layer(f"stage{i}_transition_pool").output.shape[1:] for i in (1, 2, 3)]
+    assert [tuple(p) for p in pools] == [(16, 16, 32), (8, 8, widths[0]), (4, 4, widths[1])]  # stem: 32
+    assert applications.registry.default_size(name) == 32 and applications.twin_of(name) is None
 
 
 def test_mobilenet_v2_cifar_budget_layers_and_feature_levels():

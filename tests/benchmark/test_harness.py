@@ -174,6 +174,7 @@ def test_suites_take_the_pairs_from_the_registry():
                              applications.registry.default_size)
     assert _names(groups) == [[("EffResNet20", "eff", "ResNet20"), ("ResNet20", "twin", None)],
                               [("EffResNet56", "eff", "ResNet56"), ("ResNet56", "twin", None)],
+                              [("EffSICNet8", "reference", None)], [("EffSICNet11", "reference", None)],
                               [("MobileNetV2CIFAR", "reference", None)]]
     assert {p.image_size for group in groups for p in group} == {32}
     imagenet = model_plan.plan(model_plan.ModelBenchConfig(), applications.available_models(), applications.twin_of,

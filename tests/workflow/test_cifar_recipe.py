@@ -7,6 +7,7 @@ Never reads the shared CIFAR-10 data: the records are generated in tmp_path.
 import json
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -37,6 +38,7 @@ def test_recipe_trains_and_writes_results(tmp_path):
     argv = [
         "--model", "EffResNet20", "--data", data, "--output", str(tmp_path / "run"), "--epochs", "2",
         "--batch-size", "8", "--steps-per-epoch", "2", "--results", results, "--run-name", "smoke",
+        "--save-preset", str(tmp_path / "preset"),
     ]
     args = recipes.parse_args("cifar10", argv)
     assert args.batch_size == 8 and args.augment == "crop" and args.lr == 0.2 and not args.depthwise_decay
@@ -50,6 +52,18 @@ def test_recipe_trains_and_writes_results(tmp_path):
         assert os.path.exists(tmp_path / "run" / name)
     with open(results) as f:
         assert json.load(f)["runs"]["smoke"]["model"] == "EffResNet20"
+    # --save-preset: the best checkpoint, with the record's accuracy, budget and command.
+    with open(tmp_path / "preset" / "metadata.json") as f:
+        meta = json.load(f)
+    assert meta["accuracy"] == pytest.approx(result["val_accuracy_best"]) and meta["training_command"] == "smoke"
+    assert (meta["epochs"], meta["seed"], meta["macs"]) == (2, result["seed"], result["macs"])
+    assert meta["flip_tta_accuracy"] == result["val_accuracy_best_flip_tta"]
+    from keras_effconv.applications import EffResNet20
+
+    model = EffResNet20(weights=str(tmp_path / "preset"))
+    best = keras.saving.load_model(str(tmp_path / "run" / "best.keras"), compile=False)
+    for a, b in zip(model.get_weights(), best.get_weights()):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_recipe_defaults_and_overrides():
