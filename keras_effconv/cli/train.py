@@ -198,7 +198,8 @@ def save_preset(args, config, result, command=None, **metadata):
         split = f"validation ({result.num_validation} images, {where}), best epoch {best['epoch'] + 1}"
     else:
         split = f"training data (no validation split), best epoch {best['epoch'] + 1}"
-    model = applications.get_model(config.model, input_shape=result.input_shape, classes=len(result.class_names))
+    classes = len(result.class_names) if result.class_names else int(result.model.output.shape[-1])  # TFRecords: no names
+    model = applications.get_model(config.model, input_shape=result.input_shape, classes=classes)
     model.load_weights(result.best_path)
     preset = applications.save_preset(
         model, args.save_preset, overwrite=True, dataset=config.data,
