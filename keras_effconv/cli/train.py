@@ -198,8 +198,9 @@ def save_preset(args, config, result, command=None, **metadata):
         split = f"validation ({result.num_validation} images, {where}), best epoch {best['epoch'] + 1}"
     else:
         split = f"training data (no validation split), best epoch {best['epoch'] + 1}"
-    classes = len(result.class_names) if result.class_names else int(result.model.output.shape[-1])  # TFRecords: no names
-    model = applications.get_model(config.model, input_shape=result.input_shape, classes=classes)
+    # The trained model's head gives the class count (TFRecord data has no class names).
+    model = applications.get_model(config.model, input_shape=result.input_shape,
+                                   classes=int(result.model.output.shape[-1]))
     model.load_weights(result.best_path)
     preset = applications.save_preset(
         model, args.save_preset, overwrite=True, dataset=config.data,
