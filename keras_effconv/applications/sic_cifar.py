@@ -17,7 +17,7 @@ Layout (`widths` w1, w2, w3; `steps` s):
 
 EffSICNet8: stem 32, widths 64/256/256, 2 steps a stage: 10.7 M MACs, 0.2 M parameters.
 EffSICNet11: stem 32, widths 96/256/512, 3 steps a stage: 28.4 M MACs.
-Training step b128 measured here (one run, quiet machine): EffSICNet8 95 ms, EffSICNet11 193 ms,
+Training step b128 measured here (one run, quiet machine): EffSICNet8 95 ms, EffSICNet11 181 ms,
 against EffResNet20 163 ms (9.5 M MACs) and EffResNet56 441 ms (28.2 M MACs).
 
 Measured (recipes/cifar10, 45k/5k split, seed 0, one run each): at 10 epochs EffSICNet8 80.66 % (36 s/epoch)
