@@ -72,3 +72,22 @@ def test_recipe_defaults_and_overrides():
     assert recipes.parse_args("cifar10", []).augment == "crop"
     with pytest.raises(ValueError, match="recipe='mnist'"):
         recipes.parse_args("mnist", [])
+
+
+def test_screen_variants_fit_a_quarter_of_resnet20():
+    """recipes/cifar10/screen.py registers EffSICNet layouts with per-stage steps, each within ResNet20's MACs / 4."""
+    import runpy
+
+    from keras_effconv import applications
+    from keras_effconv.analysis import count_macs
+    from keras_effconv.layers import SIConv2D
+
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "recipes", "cifar10", "screen.py")
+    variants = runpy.run_path(script, run_name="screen")["VARIANTS"]
+    budget = count_macs(applications.ResNet20()) / 4
+    for name, config in variants.items():
+        model = applications.get_model(name)
+        assert count_macs(model) <= budget, name
+        sics = [layer.depth for layer in model.layers if isinstance(layer, SIConv2D)]
+        assert sics == [n - 1 for n in config["steps"] if n > 1], name
+        assert model.output.shape[-1] == 10 and model.input.shape[1:] == (32, 32, 3)
