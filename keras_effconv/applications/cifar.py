@@ -14,7 +14,11 @@ Measured against the alternatives on CIFAR-10 (45k/5k split, the recipe of recip
 3 epochs, one seed; recipes/cifar10/README.md): this design 71.6 % validation accuracy, the previous
 EffResNet20 (each block one two-step SIConv2D with a shortcut per step, widths 16/32/64, 6.4 M MACs,
 39 k params) 66.9 %. Spatial bottlenecks in place of the steps (widths 32-48) were 2.5-3.5x slower
-per training step on CPU than ResNet20 and were not pursued at 32x32.
+per training step on CPU than ResNet20 and were not pursued at 32x32. Wide, shallow pooled SIC nets
+(`sic_cifar.py`) at the same budget train twice as fast per epoch but were no more accurate at 10 epochs:
+79.3-80.0 % for five layouts at <= 10.2 M MACs, 80.5 % (2 seeds) for EffSICNet8 at 10.7 M. This design at
+10 epochs (seeds 0, 1): 79.74 ± 0.28 % against ResNet20's 81.94 ± 0.30 %, 2.2 points short of the twin; at 25
+epochs (seed 0) 83.30 % against 84.68 %, 1.4 points short.
 
 EffResNet56 (same design, 28.2 M MACs, 4.5x fewer than ResNet56): 85.0 % after 36 epochs (seed 0,
 1 h 45 min wall on 2 cores). It fits its training images to 95.6 % (no augmentation, inference BN),

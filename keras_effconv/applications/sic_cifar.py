@@ -20,8 +20,9 @@ EffSICNet11: stem 32, widths 96/256/512, 3 steps a stage: 28.4 M MACs.
 Training step b128 measured here (one run, quiet machine): EffSICNet8 95 ms, EffSICNet11 181 ms,
 against EffResNet20 163 ms (9.5 M MACs) and EffResNet56 441 ms (28.2 M MACs).
 
-Measured (recipes/cifar10, 45k/5k split, seed 0, one run each): at 10 epochs EffSICNet8 80.66 % (36 s/epoch)
-and EffSICNet11 81.60 % (68 s/epoch), against EffResNet20 80.02 % and ResNet20 81.94 % (2 seeds, 72 s/epoch).
+Measured (recipes/cifar10, 45k/5k split): at 10 epochs EffSICNet8 80.51 ± 0.15 % (seeds 0, 1; 36 s/epoch)
+and EffSICNet11 81.60 % (seed 0; 68 s/epoch), against EffResNet20 79.74 ± 0.28 % and ResNet20 81.94 ± 0.30 %
+(seeds 0, 1; 54 and 72 s/epoch) and the MobileNetV2-style reference 80.46 % (28.0 M MACs, 156 s/epoch).
 At ResNet20's MACs / 4 (10.2 M) five other layouts (recipes/cifar10/screen.py: stems 16-24, a wider or a
 fourth stage, more steps at low resolution) all reached 79.3-80.0 % at 10 epochs, seed 0: at this budget
 the layout moves accuracy less than the seed does, and none closes the gap to ResNet20.
