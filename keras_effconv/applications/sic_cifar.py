@@ -25,7 +25,7 @@ and EffSICNet11 81.60 % (seed 0; 68 s/epoch), against EffResNet20 79.74 ± 0.28 
 (seeds 0, 1; 54 and 72 s/epoch) and the MobileNetV2-style reference 80.46 % (28.0 M MACs, 156 s/epoch).
 At ResNet20's MACs / 4 (10.2 M) five other layouts (recipes/cifar10/screen.py: stems 16-24, a wider or a
 fourth stage, more steps at low resolution) all reached 79.3-80.0 % at 10 epochs, seed 0: at this budget
-the layout moves accuracy less than the seed does, and none closes the gap to ResNet20.
+the layout moves accuracy about as much as the seed does, and none closes the gap to ResNet20.
 EffSICNet11 over 85 epochs: 87.80 % (88.20 % with flip TTA) in 1 h 37 min wall, data loading included,
 against EffResNet56 85.02 % after 36 epochs in 1 h 45 min. It fits the training set (99.9 % training
 accuracy under augmentation), so more regularisation, not more epochs, is the next lever.
@@ -53,7 +53,9 @@ def _body(x, *, include_top, pooling, classes, classifier_activation, stem, widt
     x = keras.layers.Conv2D(stem, 3, padding="same", use_bias=False, kernel_initializer="he_normal",
                             name="stem_conv")(x)
     x = keras.layers.Activation("relu", name="stem_relu")(FusedBatchNormalization(name="stem_bn")(x))
-    steps = (steps,) * len(widths) if isinstance(steps, int) else steps
+    steps = (steps,) * len(widths) if isinstance(steps, int) else tuple(steps)
+    if len(steps) != len(widths):
+        raise ValueError(f"`steps` must be one count or one per stage ({len(widths)}); received steps={steps!r}")
     for stage, (width, n) in enumerate(zip(widths, steps)):
         name = f"stage{stage + 1}"
         x = _transition(x, width, name + "_transition")
