@@ -10,7 +10,6 @@ name by this script only (not a package model). All fit ResNet20's MACs / 4 (10.
 
 import sys
 
-from keras_effconv.applications import _builder
 from keras_effconv.applications import sic_cifar
 from keras_effconv.training import recipes
 
@@ -23,8 +22,7 @@ VARIANTS = {
 }
 
 for _name, _config in VARIANTS.items():
-    _builder.make_factory(_name, sic_cifar._body, classes=10, default_size=32, min_size=8,
-                          doc=f"Screening variant {_name} of EffSICNet: {_config}.", **_config)
+    sic_cifar._factory(_name, **_config)
 
 if __name__ == "__main__":
     sys.exit(recipes.main("cifar10", "recipes/cifar10/screen.py", description=__doc__.split("\n\n")[0]))
