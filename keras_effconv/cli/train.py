@@ -184,7 +184,7 @@ def check_save_preset(args):
 def save_preset(args, config, result, command=None, **metadata):
     """Write the best checkpoint of `result` as a preset at --save-preset, with its measured accuracy;
     `command`: the training command recorded (default: the `effconv train` equivalent of `args`),
-    `metadata`: extra metadata.json entries."""
+    `metadata`: extra metadata.json entries (`dataset` and `accuracy_split` replace the defaults)."""
     import json
     import os
 
@@ -202,9 +202,9 @@ def save_preset(args, config, result, command=None, **metadata):
     model = applications.get_model(config.model, input_shape=result.input_shape,
                                    classes=int(result.model.output.shape[-1]))
     model.load_weights(result.best_path)
+    metadata = {"dataset": config.data, "accuracy_split": split, **metadata}  # a recipe may word them better
     preset = applications.save_preset(
-        model, args.save_preset, overwrite=True, dataset=config.data,
-        accuracy=best.get("val_accuracy" if measured_on_validation else "accuracy"), accuracy_split=split,
+        model, args.save_preset, overwrite=True, accuracy=best.get("val_accuracy" if measured_on_validation else "accuracy"),
         training_command=command or command_line(args), class_names=result.class_names,
         checkpoint=result.best_path, **metadata,
     )

@@ -41,6 +41,33 @@ RECIPES = {
 }
 
 
+# What a preset trained by a recipe says of its data: `dataset` and `accuracy_split` of its metadata.json,
+# formatted with the run's counts; used only when the run keeps the recipe's data and validation split.
+DATASETS = {
+    "cifar10": dict(
+        dataset="CIFAR-10 ({num_train:,} of the {num_total:,} training images; JPEG q75 re-encoding)",
+        accuracy_split="validation split: every {every}th record of {folder} ({num_validation} images), never trained on",
+    ),
+    "imagenette": dict(
+        dataset="Imagenette ({num_train:,} of the {num_total:,} training images, 10 ImageNet classes, at {size}x{size})",
+        accuracy_split="validation split: every {every}th record of {folder} ({num_validation} images), never trained on",
+    ),
+}
+
+
+def dataset_metadata(recipe, config, result):
+    """The recipe's `dataset` / `accuracy_split` wording for a preset of this run, or {} when the run
+    changed the recipe's data or validation split (the preset then records them as `effconv train` does)."""
+    defaults = RECIPES.get(recipe, {})
+    if recipe not in DATASETS or config.val_data or config.data != defaults.get("data") \
+            or config.val_split != defaults.get("val_split"):
+        return {}
+    values = dict(num_train=result["num_train"], num_validation=result["num_validation"],
+                  num_total=result["num_train"] + result["num_validation"], every=round(1 / config.val_split),
+                  folder=os.path.basename(os.path.normpath(config.data)), size=result["input_shape"][0])
+    return {key: text.format(**values) for key, text in DATASETS[recipe].items()}
+
+
 def parse_args(recipe, argv=None, description=None):
     """`effconv train`'s arguments with the defaults of `recipe`, plus --results / --run-name."""
     from keras_effconv.cli import train as train_cli
@@ -93,9 +120,9 @@ def preset_metadata(result):
     return {"flip_tta_accuracy": result["val_accuracy_best_flip_tta"], **{k: result[k] for k in keys}}
 
 
-def run(args, command, log=print):
+def run(args, command, log=print, recipe=None):
     """Train with `effconv train`'s loop; returns the result dict (also OUTPUT/result.json), and with
-    --save-preset writes the best checkpoint as a preset."""
+    --save-preset writes the best checkpoint as a preset (described as `DATASETS[recipe]` says)."""
     import numpy as np
 
     from keras_effconv import training
@@ -137,7 +164,8 @@ def run(args, command, log=print):
     if args.results:
         merge_result(args.results, args.run_name or default_run_name(config), result)
     if args.save_preset:  # the best checkpoint, with what this record says of it
-        train_cli.save_preset(args, config, outcome, command=command, **preset_metadata(result))
+        train_cli.save_preset(args, config, outcome, command=command, **preset_metadata(result),
+                              **dataset_metadata(recipe, config, result))
     log(f"{config.model}: val_accuracy {result['val_accuracy_last']:.4f} after {config.epochs} epochs "
         f"(best {result['val_accuracy_best']:.4f} @ {result['best_epoch']}, flip TTA "
         f"{result['val_accuracy_best_flip_tta']}); {result['seconds_per_epoch_median']:.0f} s/epoch")
@@ -148,5 +176,5 @@ def main(recipe, script, argv=None, description=None):
     """Entry point of a recipe script: parse with the recipe's defaults, train, record."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(recipe, argv, description)
-    run(args, f"python {script} " + shlex.join(argv))
+    run(args, f"python {script} " + shlex.join(argv), recipe=recipe)
     return 0

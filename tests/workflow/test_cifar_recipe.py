@@ -91,3 +91,19 @@ def test_screen_variants_fit_a_quarter_of_resnet20():
         sics = [layer.depth for layer in model.layers if isinstance(layer, SIConv2D)]
         assert sics == [n - 1 for n in config["steps"] if n > 1], name
         assert model.output.shape[-1] == 10 and model.input.shape[1:] == (32, 32, 3)
+
+
+def test_recipe_presets_word_their_data_as_the_shipped_ones():
+    """A recipe run on its own data and split describes them in the preset as the shipped presets do;
+    a run on other data or another split keeps `effconv train`'s wording (an empty override)."""
+    from keras_effconv.applications import presets
+    from keras_effconv.training.config import TrainConfig
+
+    for recipe, model, counts in (("cifar10", "ResNet20", (45000, 5000, 32)), ("imagenette", "EffResNet50", (8523, 946, 112))):
+        config = TrainConfig(data=recipes.RECIPES[recipe]["data"], val_split=recipes.RECIPES[recipe]["val_split"])
+        result = {"num_train": counts[0], "num_validation": counts[1], "input_shape": [counts[2], counts[2], 3]}
+        shipped = presets.Preset(presets.builtin_presets(model)[recipe]).metadata
+        wording = recipes.dataset_metadata(recipe, config, result)
+        assert wording == {key: shipped[key] for key in ("dataset", "accuracy_split")}
+        assert recipes.dataset_metadata(recipe, TrainConfig(data="elsewhere", val_split=0.1), result) == {}
+        assert recipes.dataset_metadata(recipe, TrainConfig(data=config.data, val_split=0.2), result) == {}
