@@ -43,14 +43,15 @@ RECIPES = {
 
 # What a preset trained by a recipe says of its data: `dataset` and `accuracy_split` of its metadata.json,
 # formatted with the run's counts; used only when the run keeps the recipe's data and validation split.
+_SPLIT = "validation split: every {every}th record of {folder} ({num_validation} images), never trained on"
 DATASETS = {
     "cifar10": dict(
         dataset="CIFAR-10 ({num_train:,} of the {num_total:,} training images; JPEG q75 re-encoding)",
-        accuracy_split="validation split: every {every}th record of {folder} ({num_validation} images), never trained on",
+        accuracy_split=_SPLIT,
     ),
     "imagenette": dict(
         dataset="Imagenette ({num_train:,} of the {num_total:,} training images, 10 ImageNet classes, at {size}x{size})",
-        accuracy_split="validation split: every {every}th record of {folder} ({num_validation} images), never trained on",
+        accuracy_split=_SPLIT,
     ),
 }
 
