@@ -71,7 +71,7 @@ def summarize(bench, results, metric="best"):
         row = dict(measured.get(runs["model"], {}))
         row.setdefault("macs", runs["macs"])
         row.setdefault("params", runs["params"])
-        row.update(model=model, acc_mean=statistics.fmean(accs), acc_spread=(max(accs) - min(accs)) / 2, n=len(accs))
+        row.update(model=model, arch=runs["model"], acc_mean=statistics.fmean(accs), acc_spread=(max(accs) - min(accs)) / 2, n=len(accs))
         rows.append(row)
     return sorted(rows, key=lambda r: (r["macs"] is None, r["macs"] or 0, r["model"]))
 
@@ -92,6 +92,20 @@ def markdown_table(rows, columns):
     return "\n".join(lines)
 
 
+MARKERS = "os^Dvp*"
+
+
+def point_styles(rows):
+    """{row label: (colour, marker)}: one colour per architecture, one marker per budget of it, so the
+    legend tells every row apart (ten colours alone would repeat past ten rows)."""
+    colours, used, styles = {}, {}, {}
+    for r in rows:
+        colour = colours.setdefault(r.get("arch", r["model"]), f"C{len(colours) % 10}")
+        used[colour] = used.get(colour, -1) + 1  # markers run on per colour, across the models sharing it
+        styles[r["model"]] = (colour, MARKERS[used[colour] % len(MARKERS)])
+    return styles
+
+
 def plot(rows, columns, path, metric="best"):
     """Write the four-panel PNG to `path`; returns `path`. ImportError if matplotlib is missing."""
     import matplotlib
@@ -100,15 +114,15 @@ def plot(rows, columns, path, metric="best"):
     import matplotlib.pyplot as plt
     from matplotlib import ticker
 
-    colors = {r["model"]: f"C{i % 10}" for i, r in enumerate(rows)}  # one colour per model in every panel
+    styles = point_styles(rows)
     panels = [("macs", "M MACs per image", 1e-6)] + [(key, f"{label} median ms", 1.0) for key, label in columns]
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
     for ax, (key, xlabel, scale) in zip(axes.flat, panels):
         points = [r for r in rows if r.get(key) is not None]
         for r in points:
             x, y = r[key] * scale, 100 * r["acc_mean"]
-            ax.errorbar(x, y, yerr=100 * r["acc_spread"] if r["n"] > 1 else None, fmt="o", capsize=3,
-                        color=colors[r["model"]], label=r["model"])
+            ax.errorbar(x, y, yerr=100 * r["acc_spread"] if r["n"] > 1 else None, fmt=styles[r["model"]][1], capsize=3,
+                        color=styles[r["model"]][0], label=r["model"])
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))

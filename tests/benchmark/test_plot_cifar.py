@@ -92,3 +92,12 @@ def test_runs_of_another_epoch_budget_are_not_pooled_with_the_10_epoch_seeds():
     assert rows["EffNet (10 ep)"]["n"] == 2 and rows["EffNet (10 ep)"]["acc_mean"] == pytest.approx(0.81)
     assert rows["EffNet (36 ep)"]["n"] == 1 and rows["EffNet (36 ep)"]["acc_mean"] == pytest.approx(0.90)
     assert rows["EffNet (36 ep)"]["train_b128"] == 300.0
+
+
+def test_point_styles_share_a_colour_per_model_and_tell_every_row_apart():
+    runs = {f"M{i}-{e}": {**_run(f"M{i}", 0, 0.8), "epochs": e} for i in range(11) for e in (10, 50)}
+    rows = plot_cifar.summarize(BENCH, {"runs": runs})
+    styles = plot_cifar.point_styles(rows)
+    assert len(set(styles.values())) == len(rows) == 22  # 11 models: colours repeat, (colour, marker) do not
+    assert styles["M3 (10 ep)"][0] == styles["M3 (50 ep)"][0]
+    assert styles["M3 (10 ep)"][1] != styles["M3 (50 ep)"][1]
