@@ -5,7 +5,7 @@ latency, training step b128) and a markdown table, from a bench JSON and the rec
     effconv bench --suite cifar --json bench_cifar.json
     python tools/plot_cifar.py --bench bench_cifar.json --results recipes/cifar10/results.json --output cifar.png
 
-One point per model and epoch budget (distilled runs apart): the mean validation accuracy over its
+One point per model and epoch budget (distilled runs and other recipe changes apart): the mean validation accuracy over its
 runs (seeds), the error bar half the min-max range when there are several. The panels' batch sizes come from the bench run's config
 (LiteRT: its smallest batch, TF: its largest, training: its batch), so another run is labelled
 right. Needs matplotlib (the `plot` extra: pip install -e '.[plot]'); reads JSON only, no TensorFlow.
@@ -41,10 +41,15 @@ def load_bench(bench):
     return out
 
 
+def _change_tag(key, value):
+    return f"{key.replace('_', ' ')} {value:g}" if isinstance(value, float) else f"{key.replace('_', ' ')} {value}"
+
+
 def load_results(results, metric="best"):
     """{label: {"accuracies": [...], "seeds": [...], "macs", "params", "model"}} from the runs of a
     results JSON. Runs pool (as seeds) only under the same model, epoch budget and recipe: the label is
-    the model name plus "(N ep)" or "(N ep, distilled)" (distilled runs: those with `distill_from`)."""
+    the model name plus "(N ep)", each recipe change ("(N ep, cutmix 1)", from `recipe_changes`) and
+    "distilled" for runs with `distill_from`."""
     field = METRICS[metric]
     out = {}
     for run in results.get("runs", {}).values():
@@ -52,6 +57,7 @@ def load_results(results, metric="best"):
             continue
         # Another budget or a distilled run is a different recipe: a row of its own, timed as the same model.
         tags = [f"{run['epochs']} ep"] if run.get("epochs") else []
+        tags += [_change_tag(key, value) for key, value in sorted((run.get("recipe_changes") or {}).items())]
         tags += ["distilled"] if run.get("distill_from") else []
         label = f"{run['model']} ({', '.join(tags)})" if tags else run["model"]
         row = out.setdefault(label, {"accuracies": [], "seeds": [], "macs": run.get("macs"),

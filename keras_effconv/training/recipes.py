@@ -80,7 +80,8 @@ def parse_args(recipe, argv=None, description=None):
     parser.set_defaults(**RECIPES[recipe])
     parser.add_argument("--results", help="merge the result into this JSON file (a results.json beside the recipe)")
     parser.add_argument("--run-name", help="key of this run in --results (default: MODEL-EPOCHSep-seedSEED, plus "
-                        "-distill-TEACHER-wA with --distill-from)")
+                        "-OPTIONVALUE per option changed from the recipe, e.g. -cutmix1, and -distill-TEACHER-wA "
+                        "with --distill-from)")
     return parser.parse_args(argv)
 
 
@@ -106,9 +107,33 @@ def merge_result(path, key, result):
         os.remove(path + ".lock")
 
 
-def default_run_name(config):
-    """MODEL-EPOCHSep-seedSEED, with -distill-TEACHER-wA for a distilled run (never the plain run's key)."""
+# Options that do not change what is trained (where it runs, where it writes, what it prints), and those a
+# record keeps under their own keys; any other option set away from the recipe's default is a recipe change.
+_NOT_RECIPE = {"model", "epochs", "seed", "output", "overwrite", "save_preset", "results", "run_name", "quiet",
+               "data_dir", "download", "jit_compile", "strategy", "loop", "worker_timeout", "virtual_devices",
+               "distill_from", "distill_weight"}
+
+
+def recipe_changes(recipe, args):
+    """{option: value} of the options `args` sets away from `recipe`'s defaults (e.g. {"cutmix": 1.0}):
+    a run with changes is another recipe, so it is named, recorded and reported apart from the plain runs."""
+    if recipe not in RECIPES:
+        return {}
+    defaults = vars(parse_args(recipe, []))
+    return {key: value for key, value in sorted(vars(args).items())
+            if key not in _NOT_RECIPE and key in defaults and value != defaults[key]}
+
+
+def _format_value(value):
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def default_run_name(config, changes=None):
+    """MODEL-EPOCHSep-seedSEED, plus -OPTIONVALUE per recipe change and -distill-TEACHER-wA for a distilled
+    run: never the plain run's key."""
     name = f"{config.model}-{config.epochs}ep-seed{config.seed}"
+    for key, value in (changes or {}).items():
+        name += f"-{key.replace('_', '-')}{_format_value(value)}"
     if config.distill_from:
         teacher = os.path.basename(config.distill_from).removesuffix(".keras").replace(":", "-")
         name += f"-distill-{teacher}-w{config.distill_weight:g}"
@@ -117,7 +142,7 @@ def default_run_name(config):
 
 def preset_metadata(result):
     """The entries of a run's record that a preset's metadata.json repeats."""
-    keys = ("epochs", "seed", "macs", "distill_from", "distill_weight", "seconds_per_epoch_median", "wall_seconds")
+    keys = ("epochs", "seed", "macs", "recipe_changes", "distill_from", "distill_weight", "seconds_per_epoch_median", "wall_seconds")
     return {"flip_tta_accuracy": result["val_accuracy_best_flip_tta"], **{k: result[k] for k in keys}}
 
 
@@ -132,6 +157,7 @@ def run(args, command, log=print, recipe=None):
 
     config = train_cli.config_from_args(args)
     train_cli.check_save_preset(args)
+    changes = recipe_changes(recipe, args)
     start = time.perf_counter()
     outcome = training.train(config, log=log)
     wall = time.perf_counter() - start
@@ -146,6 +172,7 @@ def run(args, command, log=print, recipe=None):
         "input_shape": list(outcome.input_shape),
         "epochs": config.epochs,
         "seed": config.seed,
+        "recipe_changes": changes,  # options away from the recipe's defaults: reported apart, like distillation
         "distill_from": config.distill_from,  # a distilled run is reported apart from the plain ones
         "distill_weight": config.distill_weight if config.distill_from else None,
         "num_train": outcome.num_train,
@@ -163,7 +190,7 @@ def run(args, command, log=print, recipe=None):
     with open(os.path.join(config.output, "result.json"), "w") as f:
         json.dump(result, f, indent=2)
     if args.results:
-        merge_result(args.results, args.run_name or default_run_name(config), result)
+        merge_result(args.results, args.run_name or default_run_name(config, changes), result)
     if args.save_preset:  # the best checkpoint, with what this record says of it
         train_cli.save_preset(args, config, outcome, command=command, **preset_metadata(result),
                               **dataset_metadata(recipe, config, result))

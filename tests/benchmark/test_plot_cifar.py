@@ -101,3 +101,13 @@ def test_point_styles_share_a_colour_per_model_and_tell_every_row_apart():
     assert len(set(styles.values())) == len(rows) == 22  # 11 models: colours repeat, (colour, marker) do not
     assert styles["M3 (10 ep)"][0] == styles["M3 (50 ep)"][0]
     assert styles["M3 (10 ep)"][1] != styles["M3 (50 ep)"][1]
+
+
+def test_runs_with_recipe_changes_get_their_own_row():
+    results = {"runs": {**RESULTS["runs"],
+                        "EffNet-s0-cutmix1": {**_run("EffNet", 0, 0.86), "recipe_changes": {"cutmix": 1.0}},
+                        "EffNet-s0-ra": {**_run("EffNet", 0, 0.83), "recipe_changes": {"augment": "randaugment", "mixup": 0.2}}}}
+    rows = {r["model"]: r for r in plot_cifar.summarize(BENCH, results)}
+    assert rows["EffNet (10 ep)"]["n"] == 2 and rows["EffNet (10 ep)"]["acc_mean"] == pytest.approx(0.81)
+    assert rows["EffNet (10 ep, cutmix 1)"]["acc_mean"] == pytest.approx(0.86)
+    assert rows["EffNet (10 ep, augment randaugment, mixup 0.2)"]["n"] == 1

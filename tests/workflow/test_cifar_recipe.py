@@ -58,6 +58,7 @@ def test_recipe_trains_and_writes_results(tmp_path):
     assert meta["accuracy"] == pytest.approx(result["val_accuracy_best"]) and meta["training_command"] == "smoke"
     assert (meta["epochs"], meta["seed"], meta["macs"]) == (2, result["seed"], result["macs"])
     assert meta["flip_tta_accuracy"] == result["val_accuracy_best_flip_tta"]
+    assert result["recipe_changes"] == meta["recipe_changes"] == {"batch_size": 8, "data": data, "steps_per_epoch": 2}
     from keras_effconv.applications import EffResNet20
 
     model = EffResNet20(weights=str(tmp_path / "preset"))
@@ -72,6 +73,21 @@ def test_recipe_defaults_and_overrides():
     assert recipes.parse_args("cifar10", []).augment == "crop"
     with pytest.raises(ValueError, match="recipe='mnist'"):
         recipes.parse_args("mnist", [])
+
+
+def test_recipe_changes_name_and_set_apart_the_run():
+    """Options set away from the recipe's defaults are recorded and named; where and how long a run
+    trains is not a recipe change."""
+    plain = recipes.parse_args("cifar10", ["--model", "ResNet20", "--epochs", "50", "--seed", "1", "--output", "x",
+                                           "--jit-compile", "--label-smoothing", "0.1"])
+    assert recipes.recipe_changes("cifar10", plain) == {}
+    assert recipes.default_run_name(plain, recipes.recipe_changes("cifar10", plain)) == "ResNet20-50ep-seed1"
+    changed = recipes.parse_args("cifar10", ["--cutmix", "1.0", "--augment", "randaugment", "--label-smoothing", "0.2"])
+    changes = recipes.recipe_changes("cifar10", changed)
+    assert changes == {"augment": "randaugment", "cutmix": 1.0, "label_smoothing": 0.2}
+    assert recipes.default_run_name(changed, changes) == \
+        "EffResNet20-15ep-seed0-augmentrandaugment-cutmix1-label-smoothing0.2"
+    assert recipes.recipe_changes(None, changed) == {}
 
 
 def test_screen_variants_fit_a_quarter_of_resnet20():
