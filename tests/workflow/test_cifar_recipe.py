@@ -42,7 +42,7 @@ def test_recipe_trains_and_writes_results(tmp_path):
     ]
     args = recipes.parse_args("cifar10", argv)
     assert args.batch_size == 8 and args.augment == "crop" and args.lr == 0.2 and not args.depthwise_decay
-    result = recipes.run(args, "smoke", log=lambda *_: None)
+    result = recipes.run(args, "smoke", log=lambda *_: None, recipe="cifar10")
     assert result["num_train"] == 36 and result["num_validation"] == 4  # every 10th record validates
     assert len(result["history"]["val_accuracy"]) == 2 and len(result["history"]["epoch_seconds"]) == 2
     assert 0.0 <= result["val_accuracy_best_flip_tta"] <= 1.0
