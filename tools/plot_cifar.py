@@ -61,7 +61,8 @@ def load_results(results, metric="best"):
         tags += ["distilled"] if run.get("distill_from") else []
         label = f"{run['model']} ({', '.join(tags)})" if tags else run["model"]
         row = out.setdefault(label, {"accuracies": [], "seeds": [], "macs": run.get("macs"),
-                                     "params": run.get("params"), "model": run["model"]})
+                                     "params": run.get("params"), "model": run["model"],
+                                     "epochs": run.get("epochs") or 0})
         row["accuracies"].append(float(run[field]))
         row["seeds"].append(run.get("seed"))
     return out
@@ -69,7 +70,7 @@ def load_results(results, metric="best"):
 
 def summarize(bench, results, metric="best"):
     """[{model, macs, params, acc_mean, acc_spread, n, <column key>: ms}] for the models with results,
-    ordered by MACs. `acc_spread`: half the min-max range (0 for one run)."""
+    ordered by MACs, then model and epoch budget. `acc_spread`: half the min-max range (0 for one run)."""
     measured = load_bench(bench)
     rows = []
     for model, runs in load_results(results, metric).items():
@@ -77,9 +78,9 @@ def summarize(bench, results, metric="best"):
         row = dict(measured.get(runs["model"], {}))
         row.setdefault("macs", runs["macs"])
         row.setdefault("params", runs["params"])
-        row.update(model=model, arch=runs["model"], acc_mean=statistics.fmean(accs), acc_spread=(max(accs) - min(accs)) / 2, n=len(accs))
+        row.update(model=model, arch=runs["model"], epochs=runs["epochs"], acc_mean=statistics.fmean(accs), acc_spread=(max(accs) - min(accs)) / 2, n=len(accs))
         rows.append(row)
-    return sorted(rows, key=lambda r: (r["macs"] is None, r["macs"] or 0, r["model"]))
+    return sorted(rows, key=lambda r: (r["macs"] is None, r["macs"] or 0, r["arch"], r["epochs"], r["model"]))
 
 
 def _ms(value):

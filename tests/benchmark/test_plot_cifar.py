@@ -94,6 +94,13 @@ def test_runs_of_another_epoch_budget_are_not_pooled_with_the_10_epoch_seeds():
     assert rows["EffNet (36 ep)"]["train_b128"] == 300.0
 
 
+def test_a_models_rows_run_in_epoch_order_not_label_order():
+    results = {"runs": {**RESULTS["runs"], "EffNet-100ep-s0": {**_run("EffNet", 0, 0.91), "epochs": 100},
+                        "EffNet-36ep-s0": {**_run("EffNet", 0, 0.90), "epochs": 36}}}
+    labels = [r["model"] for r in plot_cifar.summarize(BENCH, results) if r["arch"] == "EffNet"]
+    assert labels == ["EffNet (10 ep)", "EffNet (36 ep)", "EffNet (100 ep)"]  # a string sort puts 100 first
+
+
 def test_point_styles_share_a_colour_per_model_and_tell_every_row_apart():
     runs = {f"M{i}-{e}": {**_run(f"M{i}", 0, 0.8), "epochs": e} for i in range(11) for e in (10, 50)}
     rows = plot_cifar.summarize(BENCH, {"runs": runs})
