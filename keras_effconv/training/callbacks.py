@@ -1,5 +1,6 @@
-"""Callbacks of `train`: atomic checkpoints and TensorBoard scalars without the tensorboard package."""
+"""Callbacks of `train`: atomic checkpoints, EMA weights, and TensorBoard scalars without the tensorboard package."""
 
+import contextlib
 import json
 import os
 import tempfile
@@ -54,14 +55,16 @@ class AtomicCheckpoint(keras.callbacks.Callback):
     ``best.json`` keeps the best value and the last epoch saved, so a resumed run neither overwrites a
     better model nor misses an epoch: given `resume_row` (the last committed log row, see
     `training.resume`), it saves that epoch's models at train begin if a kill came before it could.
-    Place it after the backup callback (whose on_train_begin restores the weights).
+    Place it after the backup callback (whose on_train_begin restores the weights). With `ema` (an
+    `EMAWeights`), that catch-up saves the averaged weights, as the epoch end would have.
     """
 
-    def __init__(self, directory, monitor="val_accuracy", mode="max", resume_row=None):
+    def __init__(self, directory, monitor="val_accuracy", mode="max", resume_row=None, ema=None):
         super().__init__()
         self.directory = directory
         self.monitor, self.mode = monitor, mode
         self.resume_row = resume_row
+        self.ema = ema
         self.best_path = os.path.join(directory, "best.keras")
         self.last_path = os.path.join(directory, "last.keras")
         self.state_path = os.path.join(directory, "best.json")
@@ -77,7 +80,8 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         if self.resume_row is not None:
             epoch, metrics = self.resume_row
             if self.last_epoch < epoch:
-                self.on_epoch_end(epoch, dict(metrics))
+                with self.ema.averaged() if self.ema else contextlib.nullcontext():
+                    self.on_epoch_end(epoch, dict(metrics))
 
     def _improved(self, value):
         if self.best is None:
@@ -94,6 +98,34 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         self.last_epoch = int(epoch)
         _write_json_atomic(self.state_path, {"monitor": self.monitor, "value": self.best, "epoch": self.best_epoch,
                                              "last_epoch": self.last_epoch})
+
+
+class EMAWeights(keras.callbacks.SwapEMAWeights):
+    """`SwapEMAWeights(swap_on_epoch=True)`: validation and the callbacks after it in an epoch's end see
+    the optimizer's moving average of the weights (`use_ema=True`); training steps see the raw weights.
+
+    Place it after the backup (which must save the raw weights and, in the optimizer's variables, their
+    average, to resume exactly) and before the checkpoints (which then hold the weights that were scored).
+    Keras averages the trainable variables only: BatchNormalization's moving statistics stay those
+    gathered with the raw weights.
+    """
+
+    def __init__(self):
+        super().__init__(swap_on_epoch=True)
+
+    @contextlib.contextmanager
+    def averaged(self):
+        """The averaged weights in the model inside the block, whichever set was in it before."""
+        if self._ema_weights_in_model:
+            yield
+            return
+        self._swap_variables()
+        self._ema_weights_in_model = True
+        try:
+            yield
+        finally:
+            self._swap_variables()
+            self._ema_weights_in_model = False
 
 
 class ScalarSummaries(keras.callbacks.Callback):

@@ -20,6 +20,7 @@ class TrainConfig:
     depthwise_decay: bool = False  # weight decay on depthwise kernels too
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.0
+    ema: float = 0.0  # momentum of a moving average of the weights, validated and checkpointed; 0: off
     augment: str = "basic"
     mixup: float = 0.0
     cutmix: float = 0.0
@@ -58,6 +59,7 @@ class TrainConfig:
             ("weight_decay", self.weight_decay, float, 0.0, None),
             ("warmup_epochs", self.warmup_epochs, float, 0.0, None),
             ("label_smoothing", self.label_smoothing, float, 0.0, 1.0),
+            ("ema", self.ema, float, 0.0, 1.0),
             ("mixup", self.mixup, float, 0.0, None),
             ("cutmix", self.cutmix, float, 0.0, None),
             ("val_split", self.val_split, float, 0.0, 1.0),

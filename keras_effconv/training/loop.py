@@ -16,6 +16,7 @@ from keras_effconv.training import distill
 from keras_effconv.training import distributed
 from keras_effconv.training import resume
 from keras_effconv.training.callbacks import AtomicCheckpoint
+from keras_effconv.training.callbacks import EMAWeights
 from keras_effconv.training.callbacks import EpochTimer
 from keras_effconv.training.callbacks import _write_json_atomic
 from keras_effconv.training.callbacks import tensorboard_callback
@@ -80,6 +81,9 @@ def train(config, strategy=None, callbacks=(), log=print):
     if config.distill_from and distributed.uses_custom_loop(config, strategy):
         raise ValueError(f"--distill-from {config.distill_from!r} is not supported by the custom training loop "
                          "(--loop custom, multi-worker runs); use --loop fit on one host")
+    if config.ema and distributed.uses_custom_loop(config, strategy):
+        raise ValueError(f"--ema {config.ema!r} is not supported by the custom training loop "
+                         "(--loop custom, multi-worker runs); use --loop fit")
     chief = is_chief(strategy)
     backup_dir = os.path.join(config.output, "backup")
     tmp_output = None
@@ -140,7 +144,7 @@ def _fit(config, strategy, data, initial_epoch, callbacks, log, backup_dir, chie
         from_logits = not outputs_are_probabilities(model)
         schedule = make_schedule(lr, total_steps, round(config.warmup_epochs * steps_per_epoch))
         optimizer = make_optimizer(config.optimizer, schedule, config.weight_decay, config.momentum,
-                                   config.depthwise_decay)
+                                   config.depthwise_decay, config.ema)
         model.compile(  # the custom loop too: the saved models carry the same compile config
             optimizer=optimizer,
             loss=keras.losses.CategoricalCrossentropy(from_logits=from_logits, label_smoothing=config.label_smoothing),
@@ -153,7 +157,8 @@ def _fit(config, strategy, data, initial_epoch, callbacks, log, backup_dir, chie
     if not custom:  # records of epochs the backup does not hold (a kill before its commit) go: training.resume
         rows = resume.reconcile_logs(config.output, initial_epoch, steps_per_epoch)
     resume_row = (int(rows[-1]["epoch"]), resume.row_metrics(rows[-1])) if rows else None
-    checkpoint = AtomicCheckpoint(config.output, monitor=monitor, mode="max", resume_row=resume_row)
+    ema = EMAWeights() if config.ema else None
+    checkpoint = AtomicCheckpoint(config.output, monitor=monitor, mode="max", resume_row=resume_row, ema=ema)
     loggers = [
         EpochTimer(), "batch",
         keras.callbacks.CSVLogger(os.path.join(config.output, "log.csv"), append=True), "log",
@@ -178,8 +183,9 @@ def _fit(config, strategy, data, initial_epoch, callbacks, log, backup_dir, chie
     else:
         if initial_epoch:
             log(f"Resuming from epoch {initial_epoch + 1}/{config.epochs} (backup in {backup_dir})")
-        all_callbacks = resume.with_kill_points([  # epoch-end order: logs, then the commit, then checkpoints
-            *loggers, resume.AtomicBackupAndRestore(backup_dir), "backup", checkpoint, "checkpoint", *callbacks,
+        all_callbacks = resume.with_kill_points([  # epoch-end order: logs, the commit (raw weights), checkpoints
+            *loggers, resume.AtomicBackupAndRestore(backup_dir), "backup", *([ema] if ema else []),
+            checkpoint, "checkpoint", *callbacks,
         ])
         with data_lib.data_errors(data.files):
             history = model.fit(

@@ -52,15 +52,18 @@ def make_schedule(learning_rate, total_steps, warmup_steps=0):
     return keras.optimizers.schedules.CosineDecay(float(learning_rate), decay_steps=total_steps)
 
 
-def make_optimizer(name, schedule, weight_decay=0.0, momentum=0.9, depthwise_decay=False):
+def make_optimizer(name, schedule, weight_decay=0.0, momentum=0.9, depthwise_decay=False, ema=0.0):
     """SGD (Nesterov momentum) or AdamW; decoupled weight decay, not applied to biases and BN/LN scales,
     nor (unless `depthwise_decay`) to depthwise kernels: 9 weights per channel need no decay, and
-    decaying them cost EffResNet20 ~1 point of CIFAR-10 accuracy (recipes/cifar10/README.md)."""
+    decaying them cost EffResNet20 ~1 point of CIFAR-10 accuracy (recipes/cifar10/README.md).
+    `ema` > 0: the optimizer also keeps a moving average of the weights with that momentum (`use_ema`)."""
     weight_decay = float(weight_decay) or None
+    averaging = {"use_ema": True, "ema_momentum": float(ema)} if ema else {}
     if name == "sgd":
-        optimizer = keras.optimizers.SGD(schedule, momentum=momentum, nesterov=True, weight_decay=weight_decay)
+        optimizer = keras.optimizers.SGD(schedule, momentum=momentum, nesterov=True, weight_decay=weight_decay,
+                                         **averaging)
     elif name == "adamw":
-        optimizer = keras.optimizers.AdamW(schedule, weight_decay=weight_decay or 0.0)
+        optimizer = keras.optimizers.AdamW(schedule, weight_decay=weight_decay or 0.0, **averaging)
     else:
         raise ValueError(f"`optimizer` must be one of {OPTIMIZERS}; received optimizer={name!r}")
     if weight_decay:

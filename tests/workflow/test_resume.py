@@ -13,6 +13,7 @@ from tensorflow.core.util import event_pb2
 from keras_effconv import training
 from keras_effconv.training import resume
 from tests.workflow.conftest import leftovers
+from tests.workflow.test_ema import validation_loss
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EPOCHS = 3
@@ -20,10 +21,10 @@ ARGS = ("train", "--model", "DemoCNN", "--data", "synthetic:24", "--val-split", 
         "--batch-size", "8", "--warmup-epochs", "0", "--quiet")
 
 
-def _killed_run(out, point, epoch):
-    """The training command in a subprocess that SIGKILLs itself at `point` of `epoch`."""
+def _killed_run(out, point, epoch, *extra):
+    """The training command (plus `extra` options) in a subprocess that SIGKILLs itself at `point` of `epoch`."""
     env = dict(os.environ, **{resume.KILL_ENV: f"{point}:{epoch}"})
-    proc = subprocess.run([sys.executable, "-m", "keras_effconv.cli.main", *ARGS, "--output", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "keras_effconv.cli.main", *ARGS, *extra, "--output", str(out)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == -9, (proc.returncode, proc.stderr[-2000:])
 
@@ -69,6 +70,19 @@ def test_kill_between_log_row_and_backup(cli, tmp_path):
     """The window of the issue: log.csv has the epoch-1 row, the backup has epoch 0 only."""
     text = _kill_and_resume(cli, tmp_path, "tensorboard", 1)
     assert f"Resuming from epoch 2/{EPOCHS}" in text
+
+
+@pytest.mark.slow
+def test_ema_run_killed_before_its_last_checkpoint_catches_up_with_the_average(cli, tmp_path):
+    """The backup holds the raw weights; the checkpoint the rerun catches up with must hold their average,
+    the weights the logged validation scores belong to."""
+    out, ema = tmp_path / "run", ("--ema", "0.6", "--lr", "0.2")
+    _killed_run(out, "backup", EPOCHS - 1, *ema)
+    code, _, err = cli(*ARGS, *ema, "--output", out)
+    assert code == 0, err
+    _assert_each_epoch_once(str(out))
+    _, rows = resume.read_log(os.path.join(out, "log.csv"))
+    assert validation_loss(os.path.join(out, "last.keras")) == pytest.approx(float(rows[-1]["val_loss"]), rel=1e-5)
 
 
 @pytest.mark.slow
