@@ -30,8 +30,8 @@ EffSICNet11 over 85 epochs: 87.68 ± 0.12 % (87.92 ± 0.28 % with flip TTA; seed
 data loading included, against EffResNet56 85.02 % after 36 epochs in 1 h 45 min. It fits the training set
 (99.9 % training accuracy under augmentation), so more regularisation, not more epochs, is the next lever.
 With CutMix (`--cutmix 1.0`, 85 epochs) it reaches 88.83 ± 0.29 % over seeds 0 and 1 (89.37 ± 0.11 % with flip TTA)
-at 85 % training accuracy; over 100 epochs (seed 0, 1 h 54 min wall) 88.94 % (89.58 % with flip TTA), the
-`cifar10` preset.
+at 85 % training accuracy; over 100 epochs 88.83 ± 0.11 % (seeds 0, 1: 88.94 / 88.72 %; 89.49 ± 0.09 % with flip TTA; 1 h 54 min - 2 h 2 min);
+seed 0 is the `cifar10` preset.
 """
 
 import keras
