@@ -78,12 +78,10 @@ def train(config, strategy=None, callbacks=(), log=print):
     config.validate()
     check_output_folder(config.output, "output folder")  # before any work, not at the first checkpoint
     strategy = strategy or make_strategy(config.strategy, timeout_seconds=config.worker_timeout)
-    if config.distill_from and distributed.uses_custom_loop(config, strategy):
-        raise ValueError(f"--distill-from {config.distill_from!r} is not supported by the custom training loop "
-                         "(--loop custom, multi-worker runs); use --loop fit on one host")
-    if config.ema and distributed.uses_custom_loop(config, strategy):
-        raise ValueError(f"--ema {config.ema!r} is not supported by the custom training loop "
-                         "(--loop custom, multi-worker runs); use --loop fit")
+    for flag, value in (("--distill-from", config.distill_from), ("--ema", config.ema)):
+        if value and distributed.uses_custom_loop(config, strategy):
+            raise ValueError(f"{flag} {value!r} is not supported by the custom training loop "
+                             "(--loop custom, multi-worker runs); use --loop fit on one host")
     chief = is_chief(strategy)
     backup_dir = os.path.join(config.output, "backup")
     tmp_output = None

@@ -79,3 +79,12 @@ def cli(capsys):
 def leftovers(folder):
     """Temporary files/folders an atomic writer would leave behind."""
     return [name for name in os.listdir(folder) if name.startswith(".") or ".tmp" in name]
+
+
+def validation_loss(path, data="synthetic:24", batch_size=8, val_split=0.25):
+    """The validation loss of the model saved at `path`, on the split `train` carves from `data`."""
+    from keras_effconv import data as data_lib
+    from keras_effconv import training
+
+    pipelines = data_lib.load(data, batch_size=batch_size, val_split=val_split)
+    return training.evaluate(training.load_model(path), pipelines.validation)["loss"]

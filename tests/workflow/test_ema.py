@@ -8,10 +8,10 @@ import keras
 import numpy as np
 import pytest
 
-from keras_effconv import data as data_lib
 from keras_effconv import training
 from keras_effconv.cli import train as train_cli
 from keras_effconv.training import resume
+from tests.workflow.conftest import validation_loss
 
 
 def _config(out, ema):
@@ -22,13 +22,7 @@ def _config(out, ema):
 
 def _rows(out):
     _, rows = resume.read_log(os.path.join(out, "log.csv"))
-    return [{k: float(v) for k, v in row.items()} for row in rows]
-
-
-def validation_loss(path, data="synthetic:24", batch_size=8, val_split=0.25):
-    """The validation loss of the model saved at `path`, on the split `train` carved."""
-    pipelines = data_lib.load(data, batch_size=batch_size, val_split=val_split)
-    return training.evaluate(training.load_model(path), pipelines.validation)["loss"]
+    return [resume.row_metrics(row) for row in rows]
 
 
 def test_ema_scores_and_checkpoints_the_average_but_trains_the_raw_weights(tmp_path):

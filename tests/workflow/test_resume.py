@@ -13,7 +13,7 @@ from tensorflow.core.util import event_pb2
 from keras_effconv import training
 from keras_effconv.training import resume
 from tests.workflow.conftest import leftovers
-from tests.workflow.test_ema import validation_loss
+from tests.workflow.conftest import validation_loss
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EPOCHS = 3
