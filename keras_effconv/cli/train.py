@@ -72,7 +72,8 @@ def add_arguments(parser):
     opt.add_argument("--label-smoothing", type=fraction_arg, default=0.0, help="label smoothing in [0, 1) (default: 0)")
     opt.add_argument("--ema", type=fraction_arg, default=0.0, metavar="MOMENTUM",
                      help="keep an exponential moving average of the weights with this momentum (e.g. 0.999); "
-                     "validation, checkpoints and presets use the average (not with --loop custom; default: 0, off)")
+                     "validation, checkpoints and presets use the average, with BatchNorm statistics re-estimated on 10 "
+                     "training batches (not with --loop custom; default: 0, off)")
     opt.add_argument("--distill-from", metavar="SPEC",
                      help="knowledge distillation from a frozen teacher: MODEL:PRESET (e.g. ResNet20:cifar10) or a "
                      ".keras file, with the training data's input shape and classes; it scores each augmented "

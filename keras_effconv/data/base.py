@@ -49,6 +49,10 @@ class Data:
     description: str
     files: list
     skipped: list = dataclasses.field(default_factory=list)  # undecodable images left out, both sources.
+    # Builds a second training pipeline (same augmentation, its own seed, no cache), for statistics
+    # gathered outside the training steps (--ema's BatchNorm re-estimation) without moving the
+    # training pipeline's shuffle and augmentation streams. Built only when called.
+    make_calibration: object = None
 
 
 def decode(encoded):

@@ -1,6 +1,7 @@
 """The tf.data pipeline: validation split, resizing, augmentation, batching (see `keras_effconv.data`)."""
 
 import dataclasses
+import functools
 
 import numpy as np
 import tensorflow as tf
@@ -294,6 +295,11 @@ def load(
         shuffle_buffer=shuffle_buffer,
         **common,
     )
+    # A seed apart from the training pipeline's (seed .. seed + 4: shuffle and augmentation layers).
+    calibration = functools.partial(
+        make_pipeline, train_source, training=True, augment=augment, mixup=mixup, cutmix=cutmix,
+        shuffle_buffer=shuffle_buffer, **{**common, "cache": False, "seed": _offset(seed, 100)},
+    )
     if val_data:
         common["resize"] = True  # a separate validation set is brought to the training image size
     validation = make_pipeline(val_source, **common) if val_source is not None else None
@@ -308,6 +314,7 @@ def load(
         description=source.description,
         files=source.files,
         skipped=source.skipped + (val_source.skipped if val_data else []),
+        make_calibration=calibration,
     )
 
 

@@ -15,8 +15,11 @@ AdamW and a warmup + cosine learning-rate schedule, and fits it with:
 """
 
 from keras_effconv.training.callbacks import AtomicCheckpoint
+from keras_effconv.training.callbacks import EMAWeights
 from keras_effconv.training.callbacks import EpochTimer
 from keras_effconv.training.callbacks import ScalarSummaries
+from keras_effconv.training.callbacks import batchnorm_layers
+from keras_effconv.training.callbacks import reestimate_batchnorm
 from keras_effconv.training.callbacks import save_atomic
 from keras_effconv.training.callbacks import tensorboard_callback
 from keras_effconv.training.cluster import PeerFailure

@@ -100,18 +100,70 @@ class AtomicCheckpoint(keras.callbacks.Callback):
                                              "last_epoch": self.last_epoch})
 
 
+def batchnorm_layers(model):
+    """The BatchNormalization layers (Keras' and subclasses) of `model` that training updates."""
+    return [layer for layer in model._flatten_layers(include_self=False)
+            if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+
+
+def reestimate_batchnorm(model, batches):
+    """Set each BatchNorm layer's moving statistics to the mean of its batch statistics over `batches`
+    (image tensors), by training-mode forward passes with momentum 1 - 1/k at the k-th batch. Only the
+    moving statistics change; each layer's momentum is restored."""
+    layers = batchnorm_layers(model)
+    momenta = [layer.momentum for layer in layers]
+    try:
+        for k, images in enumerate(batches, start=1):
+            for layer in layers:
+                layer.momentum = 1.0 - 1.0 / k
+            model(images, training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+
+
 class EMAWeights(keras.callbacks.SwapEMAWeights):
     """`SwapEMAWeights(swap_on_epoch=True)`: validation and the callbacks after it in an epoch's end see
     the optimizer's moving average of the weights (`use_ema=True`); training steps see the raw weights.
 
+    Keras averages the trainable variables only, and BatchNorm's moving statistics, gathered with the
+    raw weights, do not fit their average: early in a run they can put the averaged model at chance.
+    So, given `calibration` (a dataset of training batches, see `Data.make_calibration`), each swap to
+    the average re-estimates those statistics on its first `batches` batches (once per training step
+    count; the same batches every time), and each swap back restores the raw ones.
+
     Place it after the backup (which must save the raw weights and, in the optimizer's variables, their
     average, to resume exactly) and before the checkpoints (which then hold the weights that were scored).
-    Keras averages the trainable variables only: BatchNormalization's moving statistics stay those
-    gathered with the raw weights.
     """
 
-    def __init__(self):
+    def __init__(self, calibration=None, batches=10):
         super().__init__(swap_on_epoch=True)
+        self.calibration, self.batches = calibration, int(batches)
+        self._images = None
+        self._raw_stats = self._average_stats = None
+        self._stats_step = None
+
+    def _swap_variables(self):
+        to_average = not self._ema_weights_in_model  # the callers flip the flag after the swap
+        super()._swap_variables()
+        variables = [v for layer in batchnorm_layers(self.model) for v in (layer.moving_mean, layer.moving_variance)]
+        if self.calibration is None or not variables:
+            return
+        if not to_average:
+            for variable, value in zip(variables, self._raw_stats):
+                variable.assign(value)
+            return
+        self._raw_stats = [keras.ops.convert_to_numpy(v) for v in variables]
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        if self._stats_step == step:  # the same average as last time: the same statistics
+            for variable, value in zip(variables, self._average_stats):
+                variable.assign(value)
+            return
+        if self._images is None:
+            self._images = [images for images, _ in self.calibration.take(self.batches)]
+        reestimate_batchnorm(self.model, self._images)
+        self._average_stats = [keras.ops.convert_to_numpy(v) for v in variables]
+        self._stats_step = step
 
     @contextlib.contextmanager
     def averaged(self):

@@ -155,7 +155,7 @@ def _fit(config, strategy, data, initial_epoch, callbacks, log, backup_dir, chie
     if not custom:  # records of epochs the backup does not hold (a kill before its commit) go: training.resume
         rows = resume.reconcile_logs(config.output, initial_epoch, steps_per_epoch)
     resume_row = (int(rows[-1]["epoch"]), resume.row_metrics(rows[-1])) if rows else None
-    ema = EMAWeights() if config.ema else None
+    ema = EMAWeights(data.make_calibration() if data.make_calibration else None) if config.ema else None
     checkpoint = AtomicCheckpoint(config.output, monitor=monitor, mode="max", resume_row=resume_row, ema=ema)
     loggers = [
         EpochTimer(), "batch",
