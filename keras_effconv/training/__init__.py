@@ -19,6 +19,7 @@ from keras_effconv.training.callbacks import EMAWeights
 from keras_effconv.training.callbacks import EpochTimer
 from keras_effconv.training.callbacks import ScalarSummaries
 from keras_effconv.training.callbacks import batchnorm_layers
+from keras_effconv.training.callbacks import batchnorm_statistics
 from keras_effconv.training.callbacks import reestimate_batchnorm
 from keras_effconv.training.callbacks import save_atomic
 from keras_effconv.training.callbacks import tensorboard_callback

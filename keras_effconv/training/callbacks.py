@@ -106,6 +106,11 @@ def batchnorm_layers(model):
             if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
 
 
+def batchnorm_statistics(model):
+    """The moving mean and variance variables of `batchnorm_layers(model)`, in order."""
+    return [v for layer in batchnorm_layers(model) for v in (layer.moving_mean, layer.moving_variance)]
+
+
 def reestimate_batchnorm(model, batches):
     """Set each BatchNorm layer's moving statistics to the mean of its batch statistics over `batches`
     (image tensors), by training-mode forward passes with momentum 1 - 1/k at the k-th batch. Only the
@@ -120,6 +125,15 @@ def reestimate_batchnorm(model, batches):
     finally:
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum
+
+
+def _values(variables):
+    return [keras.ops.convert_to_numpy(v) for v in variables]
+
+
+def _assign(variables, values):
+    for variable, value in zip(variables, values):
+        variable.assign(value)
 
 
 class EMAWeights(keras.callbacks.SwapEMAWeights):
@@ -146,24 +160,21 @@ class EMAWeights(keras.callbacks.SwapEMAWeights):
     def _swap_variables(self):
         to_average = not self._ema_weights_in_model  # the callers flip the flag after the swap
         super()._swap_variables()
-        variables = [v for layer in batchnorm_layers(self.model) for v in (layer.moving_mean, layer.moving_variance)]
-        if self.calibration is None or not variables:
+        variables = batchnorm_statistics(self.model) if self.calibration is not None else []
+        if not variables:
             return
         if not to_average:
-            for variable, value in zip(variables, self._raw_stats):
-                variable.assign(value)
+            _assign(variables, self._raw_stats)
             return
-        self._raw_stats = [keras.ops.convert_to_numpy(v) for v in variables]
+        self._raw_stats = _values(variables)
         step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
         if self._stats_step == step:  # the same average as last time: the same statistics
-            for variable, value in zip(variables, self._average_stats):
-                variable.assign(value)
+            _assign(variables, self._average_stats)
             return
         if self._images is None:
             self._images = [images for images, _ in self.calibration.take(self.batches)]
         reestimate_batchnorm(self.model, self._images)
-        self._average_stats = [keras.ops.convert_to_numpy(v) for v in variables]
-        self._stats_step = step
+        self._average_stats, self._stats_step = _values(variables), step
 
     @contextlib.contextmanager
     def averaged(self):

@@ -22,8 +22,7 @@ def _config(out, ema):
 
 
 def _stats(model):
-    return [keras.ops.convert_to_numpy(v) for layer in training.batchnorm_layers(model)
-            for v in (layer.moving_mean, layer.moving_variance)]
+    return [keras.ops.convert_to_numpy(v) for v in training.batchnorm_statistics(model)]
 
 
 class _RawStats(keras.callbacks.Callback):
