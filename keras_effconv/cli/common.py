@@ -57,6 +57,9 @@ non_negative_float = number_arg(float, 0.0)
 seed_arg = number_arg(int, 0, 2**32 - 1)
 
 
+# training.tta.VIEWS, spelt out so that building the parsers does not import the training package
+TTA_VIEWS = ("none", "flip", "flip-translate")
+
 DATA_HELP = (
     "data spec: tfds:NAME[:SPLIT] (TensorFlow Datasets, e.g. tfds:cifar10), a folder of class "
     "sub-folders of images, a TFRecord file/glob/folder (tf.train.Example with `image` JPEG/PNG bytes "

@@ -4,6 +4,7 @@ import math
 import os
 import sys
 
+from keras_effconv.cli.common import TTA_VIEWS
 from keras_effconv.cli.common import add_data_arguments
 from keras_effconv.cli.common import fraction_arg
 
@@ -16,6 +17,7 @@ Images are resized to the model's input size. To evaluate on the validation spli
 examples:
   effconv evaluate runs/r50/best.keras --data tfds:cifar10:test
   effconv evaluate runs/r50/best.keras --data ../shared/data/cifar10-train --val-split 0.1 --subset validation
+  effconv evaluate runs/r20/best.keras --data tfds:cifar10:test --tta flip-translate
   effconv evaluate runs/r50/model_int8.tflite --data synthetic:500:1"""
 
 
@@ -28,6 +30,10 @@ def add_arguments(parser):
                       help="carve the same deterministic validation split as `effconv train --val-split F`")
     data.add_argument("--subset", choices=("all", "training", "validation"), default="validation",
                       help="with --val-split: which part to evaluate (default: %(default)s)")
+    parser.add_argument("--tta", choices=TTA_VIEWS, default="none",
+                        help="also print the top-1 accuracy with test-time augmentation: flip (an image and its "
+                        "mirror) or flip-translate (that too, shifted a pixel each way); .keras only "
+                        "(default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
 
@@ -77,6 +83,8 @@ def run(args):
     if args.model.endswith(".tflite"):
         from keras_effconv.export import LiteRTRunner
 
+        if args.tta != "none":
+            raise ValueError(f"--tta {args.tta} needs a .keras model; received a .tflite file: {args.model!r}")
         if not os.path.exists(args.model):
             raise FileNotFoundError(f"model file not found: {args.model!r}")
         with open(args.model, "rb") as f:
@@ -100,6 +108,8 @@ def run(args):
             metrics = _evaluate_tflite(args.model, dataset)
     else:
         metrics = training.evaluate(model, dataset, verbose=0, files=source.files)
+        if args.tta != "none":
+            metrics[f"accuracy_tta_{args.tta}"] = training.evaluate_tta(model, dataset, args.tta, files=source.files)
     metrics = {"examples": source.num_examples, **metrics}
     if args.json:
         print(json.dumps(metrics))
@@ -109,4 +119,6 @@ def run(args):
     print(f"  examples: {metrics['examples']}")
     print(f"  loss:     {metrics['loss']:.4f}")
     print(f"  accuracy: {metrics['accuracy']:.2%}  (chance: {chance:.2%})")
+    if args.tta != "none":
+        print(f"  accuracy with {args.tta} TTA: {metrics[f'accuracy_tta_{args.tta}']:.2%}")
     return 0 if math.isfinite(metrics["loss"]) else 1

@@ -3,6 +3,7 @@
 import sys
 
 from keras_effconv._paths import check_output_folder
+from keras_effconv.cli.common import TTA_VIEWS
 from keras_effconv.cli.common import add_data_arguments
 from keras_effconv.cli.common import fraction_arg
 from keras_effconv.cli.common import non_negative_float
@@ -66,9 +67,10 @@ def add_arguments(parser):
                      help="decoupled weight decay, not on biases/BN (default: 5e-4 sgd, 0.05 adamw)")
     opt.add_argument("--depthwise-decay", action="store_true",
                      help="apply the weight decay to depthwise kernels too (default: not)")
-    opt.add_argument("--tta", choices=("none", "flip"), default="flip",
-                     help="also score the best checkpoint on the validation data with flip test-time "
-                     "augmentation (default: %(default)s)")
+    opt.add_argument("--tta", choices=TTA_VIEWS, default="flip",
+                     help="also score the best checkpoint on the validation data with test-time augmentation: "
+                     "flip (the image and its mirror), or flip-translate (that too, and both shifted by a "
+                     "pixel each way; scored with flip as well) (default: %(default)s)")
     opt.add_argument("--label-smoothing", type=fraction_arg, default=0.0, help="label smoothing in [0, 1) (default: 0)")
     opt.add_argument("--ema", type=fraction_arg, default=0.0, metavar="MOMENTUM",
                      help="keep an exponential moving average of the weights with this momentum (e.g. 0.999); "

@@ -30,7 +30,6 @@ from keras_effconv.training.config import TrainConfig
 from keras_effconv.training.config import TrainResult
 from keras_effconv.training.loop import backup_epoch
 from keras_effconv.training.loop import evaluate
-from keras_effconv.training.loop import evaluate_flip
 from keras_effconv.training.loop import train
 from keras_effconv.training.models import DEMO_MODEL
 from keras_effconv.training.models import LOCAL_MODELS
@@ -46,3 +45,5 @@ from keras_effconv.training.optim import configure_virtual_devices
 from keras_effconv.training.optim import make_optimizer
 from keras_effconv.training.optim import make_schedule
 from keras_effconv.training.optim import make_strategy
+from keras_effconv.training.tta import evaluate_tta
+from keras_effconv.training.tta import tta_predict

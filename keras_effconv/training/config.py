@@ -39,7 +39,7 @@ class TrainConfig:
     steps_per_epoch: int = None  # cap (for quick runs); default: one pass over the training data
     seed: int = 0
     jit_compile: bool = False
-    tta: str = "flip"  # test-time augmentation of the final validation score: "none" or "flip"
+    tta: str = "flip"  # test-time augmentation of the best checkpoint's validation score: training.tta.VIEWS
     on_bad_image: str = "error"  # undecodable images: "error" (named, before training) or "skip"
     distill_from: str = None  # teacher: MODEL:PRESET or a .keras file (training.distill); None: no distillation
     distill_weight: float = 0.5  # A in the targets (1 - A) * y + A * p_teacher, in (0, 1]
@@ -76,7 +76,9 @@ class TrainConfig:
                 kind_name = "an integer" if kind is int else "a number"
                 raise ValueError(f"`{name}` must be {kind_name} {bounds}; received {name}={value!r}")
         from keras_effconv.training.distill import check_spec
+        from keras_effconv.training.tta import check_views
 
+        check_views(self.tta)
         check_spec(self.distill_from, self.distill_weight)
 
     def default_lr(self):

@@ -15,6 +15,7 @@ from keras_effconv._paths import clean_stale_temporaries
 from keras_effconv.training import distill
 from keras_effconv.training import distributed
 from keras_effconv.training import resume
+from keras_effconv.training import tta
 from keras_effconv.training.callbacks import AtomicCheckpoint
 from keras_effconv.training.callbacks import EMAWeights
 from keras_effconv.training.callbacks import EpochTimer
@@ -201,10 +202,12 @@ def _fit(config, strategy, data, initial_epoch, callbacks, log, backup_dir, chie
     if not os.path.exists(checkpoint.best_path):  # e.g. a NaN metric all along: keep the last model
         shutil.copyfile(checkpoint.last_path, checkpoint.best_path)
     best_scores = {}
-    if data.validation is not None and config.tta == "flip":
+    if data.validation is not None and config.tta != "none":  # flip, and with flip-translate that too
         best_model = load_model(checkpoint.best_path)
-        best_scores["val_accuracy_flip"] = evaluate_flip(best_model, data.validation, files=data.files)
-        log(f"Best checkpoint: val_accuracy {checkpoint.best:.4f}, with flip TTA {best_scores['val_accuracy_flip']:.4f}")
+        for views in tta.VIEWS[1:tta.VIEWS.index(config.tta) + 1]:
+            best_scores[tta.score_key(views)] = tta.evaluate_tta(best_model, data.validation, views, files=data.files)
+        log(f"Best checkpoint: val_accuracy {checkpoint.best:.4f}, with TTA "
+            + ", ".join(f"{key.removeprefix('val_accuracy_')} {value:.4f}" for key, value in best_scores.items()))
     result = TrainResult(
         model=model,
         history={k: [float(v) for v in vs] for k, vs in history.items()},
@@ -245,20 +248,3 @@ def evaluate(model, dataset, verbose=0, files=()):
     with data_lib.data_errors(files):
         results = model.evaluate(dataset, return_dict=True, verbose=verbose)
     return {k: float(v) for k, v in results.items()}
-
-
-def evaluate_flip(model, dataset, files=()):
-    """Top-1 accuracy of the mean of the predictions on each image and its mirror image."""
-    import tensorflow as tf
-
-    @tf.function
-    def predict(images):
-        return model(images, training=False) + model(tf.reverse(images, axis=[2]), training=False)
-
-    correct = total = 0
-    with data_lib.data_errors(files):
-        for images, labels in dataset:
-            scores = predict(images)
-            correct += int(tf.reduce_sum(tf.cast(tf.argmax(scores, -1) == tf.argmax(labels, -1), tf.int32)))
-            total += int(images.shape[0])
-    return correct / max(total, 1)

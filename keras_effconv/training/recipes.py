@@ -111,7 +111,7 @@ def merge_result(path, key, result):
 # record keeps under their own keys; any other option set away from the recipe's default is a recipe change.
 _NOT_RECIPE = {"model", "epochs", "seed", "output", "overwrite", "save_preset", "results", "run_name", "quiet",
                "data_dir", "download", "jit_compile", "strategy", "loop", "worker_timeout", "virtual_devices",
-               "distill_from", "distill_weight"}
+               "distill_from", "distill_weight", "tta"}
 
 
 def recipe_changes(recipe, args):
@@ -180,6 +180,7 @@ def run(args, command, log=print, recipe=None):
         "val_accuracy_last": hist["val_accuracy"][-1],
         "val_accuracy_best": max(hist["val_accuracy"]),
         "val_accuracy_best_flip_tta": run_info["best"].get("val_accuracy_flip"),
+        "val_accuracy_best_flip_translate_tta": run_info["best"].get("val_accuracy_flip_translate"),
         "best_epoch": int(np.argmax(hist["val_accuracy"])) + 1,
         "seconds_per_epoch_median": round(float(np.median(hist.get("epoch_seconds", [float("nan")]))), 1),
         "wall_seconds": round(wall, 1),

@@ -38,14 +38,15 @@ def test_recipe_trains_and_writes_results(tmp_path):
     argv = [
         "--model", "EffResNet20", "--data", data, "--output", str(tmp_path / "run"), "--epochs", "2",
         "--batch-size", "8", "--steps-per-epoch", "2", "--results", results, "--run-name", "smoke",
-        "--save-preset", str(tmp_path / "preset"),
+        "--save-preset", str(tmp_path / "preset"), "--tta", "flip-translate",
     ]
     args = recipes.parse_args("cifar10", argv)
     assert args.batch_size == 8 and args.augment == "crop" and args.lr == 0.2 and not args.depthwise_decay
     result = recipes.run(args, "smoke", log=lambda *_: None, recipe="cifar10")
     assert result["num_train"] == 36 and result["num_validation"] == 4  # every 10th record validates
     assert len(result["history"]["val_accuracy"]) == 2 and len(result["history"]["epoch_seconds"]) == 2
-    assert 0.0 <= result["val_accuracy_best_flip_tta"] <= 1.0
+    assert 0.0 <= result["val_accuracy_best_flip_tta"] <= 1.0  # flip-translate scores flip too
+    assert 0.0 <= result["val_accuracy_best_flip_translate_tta"] <= 1.0
     assert result["macs"] > 0 and result["params"] > 0
     assert np.isfinite(result["history"]["loss"]).all()
     for name in ("best.keras", "last.keras", "log.csv", "run.json", "result.json"):
@@ -58,6 +59,7 @@ def test_recipe_trains_and_writes_results(tmp_path):
     assert meta["accuracy"] == pytest.approx(result["val_accuracy_best"]) and meta["training_command"] == "smoke"
     assert (meta["epochs"], meta["seed"], meta["macs"]) == (2, result["seed"], result["macs"])
     assert meta["flip_tta_accuracy"] == result["val_accuracy_best_flip_tta"]
+    # --tta changes only the scoring: not a recipe change
     assert result["recipe_changes"] == meta["recipe_changes"] == {"batch_size": 8, "data": data, "steps_per_epoch": 2}
     from keras_effconv.applications import EffResNet20
 

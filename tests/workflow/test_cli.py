@@ -73,6 +73,10 @@ def test_evaluate(cli, trained):
     code, out_text, _ = cli("evaluate", os.path.join(out, "best.keras"), "--data", folder,
                             "--val-split", "0.25", "--subset", "validation")
     assert code == 0 and "examples: 6" in out_text and "accuracy:" in out_text and "chance: 33.33%" in out_text
+    code, out_text, _ = cli("evaluate", os.path.join(out, "best.keras"), "--data", folder, "--tta", "flip-translate",
+                            "--json")
+    tta_accuracy = json.loads(out_text)["accuracy_tta_flip-translate"]
+    assert code == 0 and 0 <= tta_accuracy <= 1 and (tta_accuracy * 24) == pytest.approx(round(tta_accuracy * 24))
 
 
 def test_export_tflite_fp32_parity(cli, trained, tmp_path):
@@ -84,6 +88,8 @@ def test_export_tflite_fp32_parity(cli, trained, tmp_path):
     assert leftovers(tmp_path) == []
     code, text, _ = cli("evaluate", target, "--data", folder, "--json")  # the .tflite evaluates too
     assert code == 0 and json.loads(text)["examples"] == 24
+    code, _, err = cli("evaluate", target, "--data", folder, "--tta", "flip")
+    assert code == 2 and "--tta flip needs a .keras model" in err
 
 
 def test_export_int8_reports_agreement(cli, trained, tmp_path):

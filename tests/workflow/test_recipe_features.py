@@ -1,8 +1,9 @@
 """The recipe options of `effconv train`: pad-and-crop and random-resized-crop augmentation, no
-weight decay on depthwise kernels, flip test-time augmentation."""
+weight decay on depthwise kernels, flip and flip-translate test-time augmentation."""
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from keras_effconv import data as data_lib
@@ -78,7 +79,43 @@ def test_evaluate_flip_averages_an_image_and_its_mirror():
     dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(2)
     plain = np.argmax(model.predict(images, verbose=0), -1)
     assert list(plain) == [1, 0]
-    assert training.evaluate_flip(model, dataset) == 1.0
+    assert training.evaluate_tta(model, dataset, "flip") == 1.0
+    assert training.evaluate_tta(model, dataset, "none") == 0.5
+
+
+def test_flip_translate_tta_is_the_weighted_mean_over_six_views():
+    # A dense layer on the flattened image sees every pixel's position, so each view scores differently.
+    rng = np.random.RandomState(0)
+    model = keras.Sequential([keras.Input((5, 6, 2)), keras.layers.Flatten(), keras.layers.Dense(3)])
+    images = rng.rand(4, 5, 6, 2).astype("float32")
+    padded = np.pad(images, [(0, 0), (1, 1), (1, 1), (0, 0)], mode="reflect")
+    down_right, up_left = padded[:, :5, :6], padded[:, 2:, 2:]  # moved by +1 and by -1 pixel both ways
+
+    def pair(x):
+        return (model.predict(x, verbose=0) + model.predict(x[:, :, ::-1], verbose=0)) / 2
+
+    expected = pair(images) / 2 + (pair(down_right) + pair(up_left)) / 4
+    got = np.asarray(training.tta_predict(model, tf.constant(images), "flip-translate"))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got, pair(images), atol=1e-3)  # the shifted views count
+    labels = np.eye(3, dtype="float32")[np.argmax(expected, -1)]
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(3)  # a partial last batch too
+    assert training.evaluate_tta(model, dataset, "flip-translate") == 1.0
+
+
+def test_tta_names_a_bad_view_set():
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="`tta` must be one of none, flip, flip-translate; received tta='mirror'"):
+        training.tta_predict(model, tf.zeros((1, 4, 4, 1)), "mirror")
+    with pytest.raises(ValueError, match="received tta='mirror'"):
+        training.TrainConfig(tta="mirror").validate()
+
+
+def test_cli_tta_choices_are_the_tta_views():
+    from keras_effconv.cli.common import TTA_VIEWS
+    from keras_effconv.training import tta
+
+    assert TTA_VIEWS == tta.VIEWS
 
 
 def test_cli_augment_choices_are_the_pipeline_augmentations():
