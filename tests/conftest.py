@@ -1,6 +1,16 @@
-"""Suite-wide collection rules."""
+"""Suite-wide collection rules, and TF's oneDNN CPU kernels on for every machine.
+
+TF enables oneDNN by default only on CPUs with AVX-512 VNNI/BF16 or AMX; its other CPU kernels lack
+what some layers use (dilated-conv gradients, depthwise convs with unequal strides), so on an AVX2-only
+CPU dozens of layer and op tests fail (README, "CPUs where TensorFlow leaves oneDNN off"). Set before any test imports TF;
+no effect where oneDNN is on already, and an explicit TF_ENABLE_ONEDNN_OPTS=0 still wins.
+"""
+
+import os
 
 import pytest
+
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 # Tests that need the C++ op library build it first (~40 s from a fresh install): slow run only.
 _BUILD_FIXTURES = {"lib", "custom_ops"}

@@ -4,6 +4,7 @@
 intra-channel convolution on the path `keras_effconv.implementation.resolve` picked.
 """
 
+import functools
 import math
 
 import tensorflow as tf
@@ -33,6 +34,48 @@ def conv(x, kernel, strides=1, padding="same", dilation_rate=1):
             lambda t, num_spatial_dims, padding: op(t, kernel, strides, padding, data_format=data_format),
         )
     return op(x, kernel, strides, padding.upper(), data_format=data_format, dilations=dilations)
+
+
+@functools.lru_cache(maxsize=None)
+def grouped_gradients_supported():
+    """Whether TF differentiates a grouped conv2d here. Without oneDNN (TF's default on CPUs with no
+    AVX-512 VNNI/BF16/AMX, e.g. AVX2-only AMD EPYC) the CPU kernel refuses: "Gradients for grouped
+    convolutions are not supported on CPU". Probed once on a 1x2x2x2 input, 2 groups."""
+    with tf.init_scope():  # eager even while tracing (where tapes pause): call the gradient op itself
+        try:
+            tf.raw_ops.Conv2DBackpropInput(input_sizes=[1, 2, 2, 2], filter=tf.ones([1, 1, 1, 2]),
+                                           out_backprop=tf.ones([1, 2, 2, 2]), strides=[1, 1, 1, 1],
+                                           padding="VALID").numpy()
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
+            return False
+    return True
+
+
+def _per_group_conv2d(x, kernel, strides, padding, dilations, groups):
+    outputs = [tf.nn.conv2d(xg, kg, strides, padding, dilations=dilations)
+               for xg, kg in zip(tf.split(x, groups, axis=-1), tf.split(kernel, groups, axis=-1))]
+    return tf.concat(outputs, axis=-1)
+
+
+def grouped_conv2d(x, kernel, strides, padding, dilations):
+    """tf.nn.conv2d, also for a grouped kernel (input depth = groups x kernel depth). The forward op is
+    always the grouped conv (one CONV_2D in exports, on every machine); where TF has no grouped-conv
+    gradient, the gradient is that of the same groups run as separate convs and concatenated."""
+    groups = x.shape[-1] // kernel.shape[2]
+    if groups == 1 or implementation.in_xla_context() or grouped_gradients_supported():
+        return tf.nn.conv2d(x, kernel, strides, padding, dilations=dilations)
+
+    @tf.custom_gradient
+    def conv(x, kernel):
+        def grad(dy):
+            with tf.GradientTape() as tape:
+                tape.watch([x, kernel])
+                y = _per_group_conv2d(x, kernel, strides, padding, dilations, groups)
+            return tape.gradient(y, [x, kernel], output_gradients=dy)
+
+        return tf.nn.conv2d(x, kernel, strides, padding, dilations=dilations), grad
+
+    return conv(x, kernel)
 
 
 def pointwise(x, matrix):

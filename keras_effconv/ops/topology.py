@@ -22,6 +22,8 @@ import itertools
 import numpy as np
 import tensorflow as tf
 
+from keras_effconv.ops import conv as conv_ops
+
 
 def _as_tuple(value, name):
     """A non-empty tuple of positive ints (bools, strings and floats rejected, never truncated)."""
@@ -228,7 +230,7 @@ def conv_fast(x, topology, compact, strides, padding, dilation_rate, path="tf"):
         if pointwise_xla:
             out = _grouped_pointwise(xi, kernel, strides)
         else:
-            out = tf.nn.conv2d(xi, kernel, strides, padding.upper(), dilations=dilation_rate)
+            out = conv_ops.grouped_conv2d(xi, kernel, strides, padding.upper(), dilation_rate)
         y = out if y is None else y + out
     if topology.out_perm is not None:
         y = tf.gather(y, tf.constant(topology.out_perm, tf.int32), axis=-1)
