@@ -66,7 +66,7 @@ def grouped_conv2d(x, kernel, strides, padding, dilations):
         return tf.nn.conv2d(x, kernel, strides, padding, dilations=dilations)
 
     @tf.custom_gradient
-    def conv(x, kernel):
+    def grouped_with_per_group_gradient(x, kernel):
         def grad(dy):
             with tf.GradientTape() as tape:
                 tape.watch([x, kernel])
@@ -75,7 +75,7 @@ def grouped_conv2d(x, kernel, strides, padding, dilations):
 
         return tf.nn.conv2d(x, kernel, strides, padding, dilations=dilations), grad
 
-    return conv(x, kernel)
+    return grouped_with_per_group_gradient(x, kernel)
 
 
 def pointwise(x, matrix):
