@@ -30,7 +30,9 @@ def test_conv_paths_match_reference(run_paths, geometry):
 @pytest.mark.parametrize("kernel_size,strides", [(3, 2), (4, 2), ((3, 2), (2, 3)), (5, 3), (1, 2)])
 def test_transpose_paths_match_reference(run_paths, kernel_size, strides):
     layer = IntraChannelConv2DTranspose(kernel_size, strides, use_bias=True, bias_initializer="random_normal")
-    results = run_paths(layer, helpers.random_input((2, 5, 4, 6)))
+    # 8 channels, not 6: with 1x1 kernels the reference's filter gradient is a strided 1x1 conv's,
+    # and oneDNN's AVX2 kernel for that gets it wrong when channels < 8 (uxlfoundation/oneDNN#6035).
+    results = run_paths(layer, helpers.random_input((2, 5, 4, 8)))
     assert_paths_agree(results)
 
 
